@@ -1,0 +1,151 @@
+"""Read a JSON or YAML input file; find the line and column of any value, on demand.
+
+Parsing uses the fast C parser; positions are only worked out when a problem must be
+reported, so valid files pay nothing for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+
+from mflow.errors import InvalidFilesError, Problem
+
+Path_ = tuple[str | int, ...]
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
+
+
+@dataclass
+class Document:
+    """A parsed input file and the means to locate its values."""
+
+    path: Path
+    display: str
+    text: str
+    data: Any
+    _positions: dict[Path_, int] | None = field(default=None, repr=False)
+
+    def locate(self, *where: str | int) -> tuple[int, int]:
+        """Line and column (1-based) of the value at `where`, or of its nearest parent."""
+        if self._positions is None:
+            self._positions = _positions(self.text, self.path.suffix)
+        offsets = self._positions
+        key: Path_ = tuple(where)
+        while key and key not in offsets:
+            key = key[:-1]
+        if key not in offsets:
+            return (0, 0)
+        offset = offsets[key]
+        line = self.text.count("\n", 0, offset) + 1
+        return line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+
+    def problem(self, *where: str | int, task_id: str | None = None, key: str | None = None,
+                message: str) -> Problem:
+        line, column = self.locate(*where)
+        return Problem(self.display, line, column, task_id, key, message)
+
+
+def is_yaml(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
+def load_document(path: Path, what: str) -> Document:
+    """Parse `path`; a missing, unreadable or malformed file raises InvalidFilesError."""
+    display = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidFilesError([Problem(display, message=f"{what} not found")]) from None
+    except IsADirectoryError:
+        raise InvalidFilesError([Problem(display, message=f"{what} is a folder, not a file")])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidFilesError([Problem(display, message=f"cannot read {what}: {exc}")]) from None
+    if is_yaml(path):
+        data = _parse_yaml(text, display)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidFilesError(
+                [Problem(display, exc.lineno, exc.colno, message=f"malformed JSON: {exc.msg}")]
+            ) from None
+    return Document(path, display, text, data)
+
+
+def _parse_yaml(text: str, display: str) -> Any:
+    import yaml  # only YAML users pay for the import
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise InvalidFilesError([Problem(display, line, column, message=f"malformed YAML: {reason}")]) from None
+
+
+def _positions(text: str, suffix: str) -> dict[Path_, int]:
+    if suffix.lower() in (".yaml", ".yml"):
+        return _yaml_positions(text)
+    positions: dict[Path_, int] = {}
+    try:
+        _walk_json(text, _WS.match(text, 0).end(), (), positions)  # type: ignore[union-attr]
+    except (ValueError, IndexError):
+        pass  # the file parsed once already; keep what was found
+    return positions
+
+
+def _walk_json(text: str, pos: int, path: Path_, out: dict[Path_, int]) -> int:
+    """Record the offset of the value at `pos` under `path`; return the offset after it."""
+    out[path] = pos
+    char = text[pos]
+    if char == '"':
+        return scanstring(text, pos + 1)[1]
+    if char in "{[":
+        closing = "}" if char == "{" else "]"
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        index = 0
+        while text[pos] != closing:
+            if char == "{":
+                key, pos = scanstring(text, pos + 1)
+                pos = _WS.match(text, pos).end() + 1  # type: ignore[union-attr]  # skip ':'
+                pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+                pos = _walk_json(text, pos, (*path, key), out)
+            else:
+                pos = _walk_json(text, pos, (*path, index), out)
+                index += 1
+            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            if text[pos] == ",":
+                pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        return pos + 1
+    match = _SCALAR.match(text, pos)
+    if not match:
+        raise ValueError(pos)
+    return match.end()
+
+
+def _yaml_positions(text: str) -> dict[Path_, int]:
+    import yaml
+
+    out: dict[Path_, int] = {}
+    line_starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+
+    def walk(node: Any, path: Path_) -> None:
+        out[path] = line_starts[node.start_mark.line] + node.start_mark.column
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, (*path, key_node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return out

@@ -1,0 +1,260 @@
+"""The run loop: starts each task the moment its dependencies succeeded and a slot is free.
+
+No SQL and no subprocess here: task types run tasks, listeners record them. Everything
+happens on one asyncio loop, so the bookkeeping needs no locks, and a finished task wakes
+the loop at once (no polling interval). A whole run costs O(tasks + edges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import traceback
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from mflow.envvars import expand
+from mflow.flow import Flow
+from mflow.listener import RunListener
+from mflow.logs import task_log_path
+from mflow.settings import SettingsWatcher
+from mflow.states import RunState, TaskState
+from mflow.tasktypes import TaskTypes
+from mflow.tasktypes.base import TaskContext, TaskResult
+
+FLUSH_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    state: RunState
+    task_states: dict[str, TaskState]
+    messages: dict[str, str]  # the last message of each task that has one
+    log_paths: dict[str, Path]  # the log of each task's last attempt
+
+
+class Engine:
+    def __init__(self, flow: Flow, types: TaskTypes, settings: SettingsWatcher,
+                 listener: RunListener, run_id: int, *,
+                 selected: Collection[str] | None = None):
+        self.flow = flow
+        self.types = types
+        self.watcher = settings
+        self.listener = listener
+        self.run_id = run_id
+        self.log_directory = settings.current.log_directory
+        self.base_env = {**os.environ, **settings.current.env}
+        selected_set = set(flow.tasks) if selected is None else set(selected)
+        self.order = [task_id for task_id in flow.tasks if task_id in selected_set]
+        # Dependencies outside the selection are treated as met (a partial run).
+        self.waiting_on = {
+            task_id: len({dep for dep in flow.tasks[task_id].depends if dep in selected_set})
+            for task_id in self.order
+        }
+        self.state = dict.fromkeys(self.order, TaskState.PENDING)
+        self.messages: dict[str, str] = {}
+        self.log_paths: dict[str, Path] = {}
+        self.attempts = dict.fromkeys(self.order, 0)
+        self.ready: deque[str] = deque(t for t in self.order if self.waiting_on[t] == 0)
+        self.running: dict[str, asyncio.Task[TaskResult]] = {}
+        self.retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self.cancelled = False
+        self._done: asyncio.Future[None] | None = None
+
+    # -- public ---------------------------------------------------------------------------
+    async def run(self) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        flush_timer = loop.call_later(FLUSH_INTERVAL_S, self._flush_tick)
+        reload_timer = loop.call_later(self.watcher.current.model.check_new_config_interval,
+                                       self._reload_tick)
+        self._timers = [flush_timer, reload_timer]
+        self._fill()
+        self._check_done()
+        try:
+            await self._done
+        finally:
+            for timer in self._timers:
+                timer.cancel()
+        state = self._run_state()
+        self.listener.run_ended(state, self._run_message(state))
+        return RunOutcome(state, dict(self.state), self.messages, self.log_paths)
+
+    def cancel(self) -> None:
+        """Start no more tasks; stop the running ones (their groups get SIGTERM, then SIGKILL)."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.listener.notice("cancel requested: stopping running tasks")
+        for timer in self.retry_timers.values():
+            timer.cancel()
+        for task_id in list(self.retry_timers):
+            self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
+        self.retry_timers.clear()
+        self.ready.clear()
+        for atask in self.running.values():
+            atask.cancel()
+        self._check_done()
+
+    def reload_settings(self) -> None:
+        """Re-read config.json now (also done every check_new_config_interval seconds)."""
+        old = self.watcher.current.max_process_concurrency
+        if self.watcher.poll():
+            new = self.watcher.current.max_process_concurrency
+            if new != old:
+                self.listener.limit_changed(old, new)
+                self._fill()
+        elif self.watcher.last_error:
+            self.listener.notice("config file changed but is invalid, keeping the previous "
+                                 "settings:\n" + self.watcher.last_error)
+            self.watcher.last_error = None
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _fill(self) -> None:
+        limit = self.watcher.current.max_process_concurrency
+        while self.ready and len(self.running) < limit and not self.cancelled:
+            self._launch(self.ready.popleft())
+
+    def _launch(self, task_id: str) -> None:
+        attempt = self.attempts[task_id] = self.attempts[task_id] + 1
+        atask = asyncio.ensure_future(self._attempt(task_id, attempt))
+        self.running[task_id] = atask
+        atask.add_done_callback(lambda done, task_id=task_id: self._attempt_done(task_id, done))
+
+    def _attempt_done(self, task_id: str, atask: asyncio.Task[TaskResult]) -> None:
+        del self.running[task_id]
+        state = self.state[task_id]
+        if state is TaskState.SUCCESS:
+            for child in self.flow.graph.dependents[task_id]:
+                if child in self.waiting_on:
+                    self.waiting_on[child] -= 1
+                    if self.waiting_on[child] == 0 and self.state[child] is TaskState.PENDING:
+                        self.ready.append(child)
+        elif state is TaskState.RETRYING:
+            delay = self._retry_delay(task_id)
+            loop = asyncio.get_running_loop()
+            self.retry_timers[task_id] = loop.call_later(delay, self._retry_due, task_id)
+        elif state is TaskState.FAILED:
+            self._fail_descendants(task_id)
+        self._fill()
+        self._check_done()
+
+    def _retry_due(self, task_id: str) -> None:
+        del self.retry_timers[task_id]
+        self.ready.appendleft(task_id)
+        self._fill()
+
+    def _retry_delay(self, task_id: str) -> float:
+        spec = self.flow.tasks[task_id]
+        if spec.retry_delay is not None:
+            return spec.retry_delay
+        return self.watcher.current.model.default_retry_delay
+
+    def _fail_descendants(self, task_id: str) -> None:
+        for child in self.flow.graph.descendants([task_id]):
+            if self.state.get(child) is TaskState.PENDING:
+                self._set_state(child, TaskState.UPSTREAM_FAILED, f"upstream task '{task_id}' failed")
+
+    def _check_done(self) -> None:
+        if self.running or self.retry_timers or (self.ready and not self.cancelled):
+            return
+        if self.cancelled:
+            for task_id, state in self.state.items():
+                if state is TaskState.PENDING:
+                    self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _set_state(self, task_id: str, state: TaskState, message: str = "") -> None:
+        self.state[task_id] = state
+        if message:
+            self.messages[task_id] = message
+        self.listener.task_state(task_id, state, self.attempts[task_id], message)
+
+    # -- one attempt ----------------------------------------------------------------------
+    async def _attempt(self, task_id: str, attempt: int) -> TaskResult:
+        spec = self.flow.tasks[task_id]
+        task_type = self.types.get(spec.type)
+        assert task_type is not None  # validation guarantees it
+        log_path = self.log_paths[task_id] = task_log_path(
+            self.log_directory, self.run_id, task_id, attempt)
+        ctx = TaskContext(
+            run_id=self.run_id, task_id=task_id, attempt=attempt, log_path=log_path,
+            cwd=self.flow.folder, env=self._env(spec.env),
+            on_process=lambda pid: self.listener.attempt_process(task_id, attempt, pid),
+        )
+        self.listener.attempt_started(task_id, attempt, log_path)
+        self._set_state(task_id, TaskState.RUNNING)
+        timeout = spec.timeout or self.watcher.current.model.default_timeout
+        try:
+            if timeout:
+                async with asyncio.timeout(timeout):
+                    result = await task_type.run(spec, ctx)
+            else:
+                result = await task_type.run(spec, ctx)
+        except TimeoutError:
+            result = TaskResult(False, None, f"timeout after {timeout:g} s")
+        except asyncio.CancelledError:
+            self.listener.attempt_ended(task_id, attempt, TaskState.CANCELLED, None, "run cancelled")
+            self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
+            return TaskResult(False, None, "run cancelled")
+        except Exception as exc:  # a bug in a task type must not take the run down
+            _append(log_path, traceback.format_exc())
+            result = TaskResult(False, None, f"internal error in task type '{spec.type}': {exc!r}")
+        self._record_result(task_id, attempt, result)
+        return result
+
+    def _record_result(self, task_id: str, attempt: int, result: TaskResult) -> None:
+        spec = self.flow.tasks[task_id]
+        if result.ok:
+            self.listener.attempt_ended(task_id, attempt, TaskState.SUCCESS, result.exit_code, "")
+            self._set_state(task_id, TaskState.SUCCESS)
+            return
+        self.listener.attempt_ended(task_id, attempt, TaskState.FAILED, result.exit_code,
+                                    result.message)
+        retries = spec.retries if spec.retries is not None else self.watcher.current.model.default_retries
+        if attempt <= retries and not self.cancelled:
+            self._set_state(task_id, TaskState.RETRYING,
+                            f"attempt {attempt} of {retries + 1} failed: {result.message}")
+        else:
+            self._set_state(task_id, TaskState.FAILED, result.message)
+
+    def _env(self, task_env: dict[str, str]) -> dict[str, str]:
+        if not task_env:
+            return self.base_env
+        env = dict(self.base_env)
+        for key, value in task_env.items():
+            env[key] = expand(value, env)
+        return env
+
+    # -- periodic -------------------------------------------------------------------------
+    def _flush_tick(self) -> None:
+        self.listener.flush()
+        self._timers[0] = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._flush_tick)
+
+    def _reload_tick(self) -> None:
+        self.reload_settings()
+        interval = self.watcher.current.model.check_new_config_interval
+        self._timers[1] = asyncio.get_running_loop().call_later(interval, self._reload_tick)
+
+    # -- outcome --------------------------------------------------------------------------
+    def _run_state(self) -> RunState:
+        if self.cancelled:
+            return RunState.CANCELLED
+        ok = (TaskState.SUCCESS, TaskState.SKIPPED)
+        return RunState.SUCCESS if all(s in ok for s in self.state.values()) else RunState.FAILED
+
+    def _run_message(self, state: RunState) -> str | None:
+        if state is RunState.SUCCESS:
+            return None
+        counts: dict[str, int] = {}
+        for task_state in self.state.values():
+            counts[task_state] = counts.get(task_state, 0) + 1
+        return ", ".join(f"{count} {name}" for name, count in counts.items())
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(text)

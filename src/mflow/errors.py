@@ -1,0 +1,56 @@
+"""Errors users see, each with its exit code; and `Problem`, one finding in an input file.
+
+    MflowError (70: a bug if it escapes unclassified)
+    ├── UsageError        2  bad command line
+    ├── InvalidFilesError 2  config.json / tasks.json / datasources invalid: lists every Problem
+    └── EnvironmentFault  3  backend unreachable, log folder not writable, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in an input file, located as precisely as we can."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+    task_id: str | None = None
+    key: str | None = None
+    message: str = ""
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column or 1}"
+        parts = [where]
+        if self.task_id is not None:
+            parts.append(f"task '{self.task_id}'")
+        if self.key:
+            parts.append(f"key '{self.key}'")
+        return ": ".join(parts) + ": " + self.message
+
+
+class MflowError(Exception):
+    exit_code = 70
+
+
+class UsageError(MflowError):
+    exit_code = 2
+
+
+class InvalidFilesError(MflowError):
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} found; nothing was run"
+        super().__init__("\n".join([*map(str, self.problems), head]))
+
+
+class EnvironmentFault(MflowError):
+    exit_code = 3

@@ -1,0 +1,65 @@
+"""Load and check the input files, and open the state store they point at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mflow.errors import EnvironmentFault
+from mflow.flow import Flow, load_flow
+from mflow.settings import Settings, load_settings
+from mflow.tasktypes import TaskTypes, builtin_types
+
+if TYPE_CHECKING:
+    from mflow.store.sqlite_writer import SqliteRunWriter
+    from mflow.store.store import StateStore
+
+
+@dataclass(frozen=True)
+class Inputs:
+    settings: Settings
+    flow: Flow
+    types: TaskTypes
+
+
+def load_inputs(config: Path, config_required: bool, taskfile: Path) -> Inputs:
+    settings = load_settings(config, required=config_required)
+    types = builtin_types()
+    return Inputs(settings, load_flow(taskfile, types), types)
+
+
+def backend_url(settings: Settings) -> str:
+    """The backend named in config.json, else SQLite in the log folder."""
+    return settings.model.backend or f"sqlite:///{settings.log_directory / 'mflow.db'}"
+
+
+def open_store(settings: Settings) -> StateStore:
+    """The store for reading and for non-SQLite backends. (Imports SQLAlchemy.)"""
+    from mflow.store.store import StateStore
+
+    prepare_log_directory(settings.log_directory)
+    return StateStore(backend_url(settings))
+
+
+def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:
+    """What `mflow run` records through: a lean sqlite3 writer for a plain SQLite file."""
+    url = backend_url(settings)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url or url == prefix + ":memory:":
+        return open_store(settings)
+    from mflow.store.sqlite_writer import SqliteRunWriter
+
+    prepare_log_directory(settings.log_directory)
+    return SqliteRunWriter(Path(url[len(prefix):]))
+
+
+def prepare_log_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".mflow-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise EnvironmentFault(f"log_directory {path} is not usable: {exc.strerror or exc}; "
+                               "create it or point log_directory elsewhere") from None

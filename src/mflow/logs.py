@@ -1,0 +1,66 @@
+"""Log files: the task-attempt log names of the original, and the master log `mflow.log`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mflow.flow import log_name_part
+from mflow.listener import RunListener
+from mflow.states import RunState, TaskState
+
+MASTER_LOG = "mflow.log"
+
+
+def task_log_path(log_directory: Path, run_id: int, task_id: str, attempt: int) -> Path:
+    """`master_<run>_task_<id>.log` as the original named it; later attempts get a suffix."""
+    suffix = "" if attempt == 1 else f".attempt{attempt}"
+    return log_directory / f"master_{run_id}_task_{log_name_part(task_id)}{suffix}.log"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MasterLog(RunListener):
+    """Appends one timestamped line per state change; written out with each flush."""
+
+    def __init__(self, log_directory: Path, run_id: int):
+        self.run_id = run_id
+        self._file = open(log_directory / MASTER_LOG, "a", encoding="utf-8")  # noqa: SIM115
+        self._lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self._lines.append(f"{_now()} run {self.run_id} {text}\n")
+
+    def attempt_started(self, task_id: str, attempt: int, log_path: Path) -> None:
+        self.write(f"task {task_id} attempt {attempt} started, log {log_path}")
+
+    def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
+        self.write(f"task {task_id} attempt {attempt} pid {pid}")
+
+    def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
+                      exit_code: int | None, message: str) -> None:
+        detail = f" exit code {exit_code}" if exit_code is not None else ""
+        self.write(f"task {task_id} attempt {attempt} {state}{detail}"
+                   + (f": {message}" if message and not state == TaskState.SUCCESS else ""))
+
+    def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
+        self.write(f"task {task_id} {state}" + (f": {message}" if message else ""))
+
+    def limit_changed(self, old: int, new: int) -> None:
+        self.write(f"max_process_concurrency changed from {old} to {new}")
+
+    def notice(self, text: str) -> None:
+        self.write(text)
+
+    def run_ended(self, state: RunState, message: str | None = None) -> None:
+        self.write(f"ended {state}" + (f": {message}" if message else ""))
+        self.flush()
+        self._file.close()
+
+    def flush(self) -> None:
+        if self._lines and not self._file.closed:
+            self._file.writelines(self._lines)
+            self._file.flush()
+            self._lines.clear()

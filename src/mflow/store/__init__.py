@@ -1,0 +1,1 @@
+"""Run state: the schema, the StateStore, and the buffered Recorder the engine writes through."""

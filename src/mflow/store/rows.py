@@ -1,0 +1,29 @@
+"""Values both state writers put in rows: the schema version, this host, UTC timestamps."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+# Bump with a migration in store.migrations whenever tables.py changes.
+SCHEMA_VERSION = 1
+
+HOST = socket.gethostname()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME text, microseconds always present so text order is time order."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """A task as a new run lists it: mf_tasks rows start PENDING."""
+
+    task_id: str
+    task_type: str

@@ -1,0 +1,186 @@
+"""StateStore: the one place that reads and writes run state, on SQLite, PostgreSQL or Oracle."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from mflow.errors import EnvironmentFault
+from mflow.states import RunState, TaskState
+from mflow.store import tables as t
+from mflow.store.rows import HOST, TaskRow, utcnow
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, fit for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+class StateStore:
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = _make_engine(url)
+            self._ensure_schema()
+        except (SQLAlchemyError, OSError) as exc:
+            raise EnvironmentFault(f"cannot use the state database {safe_url(url)}: "
+                                   f"{_reason(exc)}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _ensure_schema(self) -> None:
+        from mflow.store.migrations import ensure_schema
+
+        ensure_schema(self.engine)
+
+    # -- writes ---------------------------------------------------------------------------
+    def create_run(self, flow_path: Path, config_path: Path | None, task_rows: Sequence[TaskRow],
+                   *, parent_run_id: int | None = None, parent_task_id: str | None = None) -> int:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            run_id = conn.execute(insert(t.runs).values(
+                flow_path=str(flow_path), config_path=str(config_path) if config_path else None,
+                state=RunState.RUNNING, started_at=now, heartbeat_at=now, pid=os.getpid(),
+                host=HOST, task_count=len(task_rows), parent_run_id=parent_run_id,
+                parent_task_id=parent_task_id,
+            )).inserted_primary_key[0]
+            if task_rows:
+                conn.execute(insert(t.tasks), [
+                    {"run_id": run_id, "task_id": row.task_id, "position": position,
+                     "task_type": row.task_type, "state": TaskState.PENDING, "attempts": 0,
+                     "updated_at": now}
+                    for position, row in enumerate(task_rows)
+                ])
+        return int(run_id)
+
+    def write_batch(self, run_id: int, new_attempts: list[dict[str, Any]],
+                    changed_attempts: list[dict[str, Any]], task_changes: list[dict[str, Any]],
+                    run_end: tuple[RunState, str | None] | None = None) -> None:
+        """One transaction for everything the recorder buffered; also beats the heartbeat."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if new_attempts:
+                conn.execute(insert(t.attempts), [{"run_id": run_id, **row} for row in new_attempts])
+            for rows in _by_keys(changed_attempts):  # executemany wants one shape per call
+                conn.execute(_update_attempt, [{"b_run": run_id, **row} for row in rows])
+            if task_changes:
+                conn.execute(_update_task, [{"b_run": run_id, "updated_at": now, **row}
+                                            for row in task_changes])
+            values: dict[str, Any] = {"heartbeat_at": now}
+            if run_end is not None:
+                values.update(state=run_end[0], ended_at=now, message=run_end[1])
+            conn.execute(update(t.runs).where(t.runs.c.run_id == run_id).values(**values))
+
+    # -- reads ----------------------------------------------------------------------------
+    def list_runs(self, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.runs).order_by(t.runs.c.run_id.desc()).limit(limit)
+        if state:
+            query = query.where(t.runs.c.state == state)
+        with self.engine.connect() as conn:
+            runs = [dict(row._mapping) for row in conn.execute(query)]
+            counts = self._state_counts(conn, [run["run_id"] for run in runs])
+        for run in runs:
+            run["task_states"] = counts.get(run["run_id"], {})
+        return runs
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
+            if row is None:
+                return None
+            run = dict(row._mapping)
+            run["task_states"] = self._state_counts(conn, [run_id]).get(run_id, {})
+        return run
+
+    def task_rows(self, run_id: int) -> list[dict[str, Any]]:
+        query = select(t.tasks).where(t.tasks.c.run_id == run_id).order_by(t.tasks.c.position)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def attempt_rows(self, run_id: int, task_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.attempts).where(t.attempts.c.run_id == run_id)
+        if task_id is not None:
+            query = query.where(t.attempts.c.task_id == task_id)
+        query = query.order_by(t.attempts.c.started_at, t.attempts.c.attempt)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    @staticmethod
+    def _state_counts(conn: Any, run_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+        run_ids = list(run_ids)
+        if not run_ids:
+            return {}
+        query = (select(t.tasks.c.run_id, t.tasks.c.state, func.count())
+                 .where(t.tasks.c.run_id.in_(run_ids))
+                 .group_by(t.tasks.c.run_id, t.tasks.c.state))
+        counts: dict[int, dict[str, int]] = {}
+        for run_id, state, count in conn.execute(query):
+            counts.setdefault(run_id, {})[state] = count
+        return counts
+
+
+_update_attempt = (
+    update(t.attempts)
+    .where(t.attempts.c.run_id == bindparam("b_run"))
+    .where(t.attempts.c.task_id == bindparam("b_task"))
+    .where(t.attempts.c.attempt == bindparam("b_attempt"))
+)
+_update_task = (
+    update(t.tasks)
+    .where(t.tasks.c.run_id == bindparam("b_run"))
+    .where(t.tasks.c.task_id == bindparam("b_task"))
+)
+
+
+def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # NullPool: a connection per use is cheap in SQLite and never outlives a fork.
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so concurrent mflow processes wait on the
+        # busy timeout instead of failing with "database is locked" when a read upgrades.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0]

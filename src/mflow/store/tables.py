@@ -1,0 +1,75 @@
+"""The state schema (SQLAlchemy Core). Short names, no Oracle reserved words; bump
+rows.SCHEMA_VERSION and add a migration in store.migrations for any change."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "mf_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("val", String(255), nullable=False),
+)
+
+# One row per run (the original's "master").
+runs = Table(
+    "mf_runs",
+    metadata,
+    Column("run_id", Integer, Identity(), primary_key=True),
+    Column("flow_path", String(1024), nullable=False),
+    Column("config_path", String(1024)),
+    Column("state", String(20), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("ended_at", DateTime),
+    Column("heartbeat_at", DateTime),
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("task_count", Integer, nullable=False),
+    Column("parent_run_id", Integer),
+    Column("parent_task_id", String(255)),
+    Column("message", String(2000)),
+)
+Index("mf_runs_state", runs.c.state)
+
+# Current state of each task of a run (one row per task, updated in place).
+tasks = Table(
+    "mf_tasks",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("task_id", String(255), primary_key=True),
+    Column("position", Integer, nullable=False),  # order in the task file
+    Column("task_type", String(64), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("message", String(2000)),
+)
+
+# Every attempt of every task, append-only: a retry is a new row, never an overwrite.
+attempts = Table(
+    "mf_attempts",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("task_id", String(255), primary_key=True),
+    Column("attempt", Integer, primary_key=True),  # 1-based
+    Column("state", String(20), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("ended_at", DateTime),
+    Column("exit_code", Integer),
+    Column("message", String(2000)),
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("log_path", String(1024)),
+)

@@ -1,0 +1,62 @@
+"""The task-type contract: a pydantic model of a type's keys and an async `run`.
+
+Built-in types and plugins implement the same interface. Expected failures come back as a
+TaskResult; only bugs raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+from mflow.envvars import EnvBlock
+
+
+class TaskSpec(BaseModel):
+    """Keys common to every task type. A type subclasses this with its own keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    id: str
+    type: str
+    depends: list[str] = Field(default_factory=list)
+    env: EnvBlock = Field(default_factory=dict)
+    retries: int | None = Field(default=None, ge=0)
+    retry_delay: float | None = Field(default=None, ge=0)
+    timeout: PositiveFloat | None = None
+    description: str | None = None
+
+
+@dataclass
+class TaskContext:
+    """What an attempt needs from the engine. The log file is opened by the type itself."""
+
+    run_id: int
+    task_id: str
+    attempt: int
+    log_path: Path
+    cwd: Path
+    env: dict[str, str]
+    on_process: Callable[[int], None] = field(default=lambda pid: None)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    ok: bool
+    exit_code: int | None = None
+    message: str = ""  # one line; details go to the task log
+
+
+class TaskType:
+    """Base class of every task type."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    spec: ClassVar[type[TaskSpec]] = TaskSpec
+
+    async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
+        raise NotImplementedError

@@ -1,0 +1,50 @@
+"""`bash` tasks: `command` run with `bash -c`, or exec'd directly when bash would add nothing."""
+
+from __future__ import annotations
+
+import re
+
+from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
+
+# Words made only of these characters mean the same to bash as to exec: no quoting,
+# expansion, globbing, redirection or control operator can be present.
+_PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./:,+@%=-]+(?: +[A-Za-z0-9_./:,+@%=-]+)*")
+
+# Builtins and keywords behave differently from (or have no) programs of the same name;
+# `true` and `false` are absent because /usr/bin/true and /usr/bin/false are identical.
+_BASH_WORDS = frozenset("""
+! [[ ]] case coproc do done elif else esac fi for function if in select then time until while
+. : [ alias bg bind break builtin caller cd command compgen complete compopt continue declare
+dirs disown echo enable eval exec exit export fc fg getopts hash help history jobs kill let
+local logout mapfile popd printf pushd pwd read readarray readonly return set shift shopt
+source suspend test times trap type typeset ulimit umask unalias unset wait
+""".split())
+
+
+class BashSpec(TaskSpec):
+    command: str
+
+
+class BashType(TaskType):
+    name = "bash"
+    spec = BashSpec
+
+    async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
+        from mflow.tasktypes.process import run_process  # keeps asyncio out of `validate`
+
+        assert isinstance(task, BashSpec)
+        argv = direct_argv(task.command, ctx.env) or ["bash", "-c", task.command]
+        return await run_process(argv, ctx)
+
+
+def direct_argv(command: str, env: dict[str, str]) -> list[str] | None:
+    """The argv to exec without a shell, or None when only bash can run `command` faithfully."""
+    if not _PLAIN_COMMAND.fullmatch(command.strip()):
+        return None
+    words = command.split()
+    if words[0] in _BASH_WORDS or "=" in words[0]:
+        return None
+    # bash -c reads $BASH_ENV first and imports exported functions: then it must run.
+    if "BASH_ENV" in env or any(key.startswith("BASH_FUNC_") for key in env):
+        return None
+    return words

@@ -1,0 +1,179 @@
+"""Run one external program as a task.
+
+- The program gets its own process group, so a timeout or a cancel stops the whole tree,
+  and when the program exits, anything it left running in its group is killed too.
+- Output (stdout and stderr together) comes through a pipe and is spliced into the task
+  log by the kernel: mflow's memory does not grow with it. The log file is created at the
+  first byte, so a task that prints nothing costs no file (file creation is slow on some
+  file systems, often slower than the spawn itself).
+- The exit is awaited through a pidfd on the event loop: no polling, no thread per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from mflow.tasktypes.base import TaskContext, TaskResult
+
+KILL_GRACE_S = 10.0
+_CHUNK = 1 << 20
+_DEVNULL: int | None = None
+_WHICH: dict[tuple[str, str], str] = {}
+
+
+def _devnull() -> int:
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
+
+
+def resolve_program(name: str, env: dict[str, str]) -> str | None:
+    """The file to exec for `name`, searched in the task's own PATH (as bash would)."""
+    if "/" in name:
+        return name
+    key = (name, env.get("PATH", os.defpath))
+    found = _WHICH.get(key)
+    if found is None:
+        found = shutil.which(name, path=key[1])
+        if found is not None:
+            _WHICH[key] = found
+    return found
+
+
+async def run_process(argv: Sequence[str], ctx: TaskContext, *,
+                      kill_grace_s: float = KILL_GRACE_S) -> TaskResult:
+    program = resolve_program(argv[0], ctx.env)
+    if program is None:
+        return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError())
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = _spawn(program, argv, ctx, write_fd)
+    except OSError as exc:
+        os.close(read_fd)
+        return _spawn_failure(ctx.log_path, argv[0], exc)
+    finally:
+        os.close(write_fd)
+    ctx.on_process(pid)
+    child = _Child(pid, read_fd, ctx.log_path)
+    try:
+        returncode = await asyncio.shield(child.done)
+    except asyncio.CancelledError:
+        await child.stop(kill_grace_s)
+        raise
+    return result_of(returncode)
+
+
+def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:
+    if ctx.cwd == Path.cwd():
+        # posix_spawn: the cheapest way to start a process from Python (vfork + exec).
+        return os.posix_spawn(program, list(argv), ctx.env, setpgroup=0, file_actions=[
+            (os.POSIX_SPAWN_DUP2, _devnull(), 0),
+            (os.POSIX_SPAWN_DUP2, out_fd, 1),
+            (os.POSIX_SPAWN_DUP2, out_fd, 2),
+        ])
+    import subprocess  # posix_spawn cannot change directory
+
+    return subprocess.Popen(list(argv), executable=program, stdin=_devnull(), stdout=out_fd,
+                            stderr=out_fd, cwd=ctx.cwd, env=ctx.env, process_group=0).pid
+
+
+class _Child:
+    """One spawned process: its output pipe, its exit, and the means to stop its group."""
+
+    def __init__(self, pid: int, read_fd: int, log_path: Path):
+        self.loop = asyncio.get_running_loop()
+        self.pid = pid
+        self.returncode: int | None = None
+        self.done: asyncio.Future[int] = self.loop.create_future()
+        self._exited = self.loop.create_future()
+        self._read_fd: int | None = read_fd
+        self._log_path = log_path
+        self._log_fd: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+        self.loop.add_reader(self._pidfd, self._on_exit)
+        self.loop.add_reader(read_fd, self._on_output)
+
+    def _on_exit(self) -> None:
+        self.loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        # The leader is a zombie, so its group id cannot be reused yet: kill what it left
+        # behind (`cmd &`), which would otherwise outlive the task and hold the pipe open.
+        signal_group(self.pid, signal.SIGKILL)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+        self._maybe_done()
+
+    def _on_output(self) -> None:
+        assert self._read_fd is not None
+        if self._log_fd is None:
+            # Readable also means end-of-file: only the first real byte creates the log.
+            data = os.read(self._read_fd, _CHUNK)
+            if data:
+                self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                                       0o644)
+                os.lseek(self._log_fd, 0, os.SEEK_END)
+                os.write(self._log_fd, data)
+                return
+        else:
+            try:
+                if os.splice(self._read_fd, self._log_fd, _CHUNK):
+                    return
+            except OSError:  # a file system that refuses splice: copy through user space
+                data = os.read(self._read_fd, _CHUNK)
+                if data:
+                    os.write(self._log_fd, data)
+                    return
+            os.close(self._log_fd)
+        # Every writer closed its end of the pipe.
+        self.loop.remove_reader(self._read_fd)
+        os.close(self._read_fd)
+        self._read_fd = None
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.returncode is not None and self._read_fd is None and not self.done.done():
+            self.done.set_result(self.returncode)
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM the group; SIGKILL it if the leader outlives the grace."""
+        if self.returncode is None:
+            signal_group(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), grace_s)
+            except TimeoutError:
+                signal_group(self.pid, signal.SIGKILL)
+        await self.done
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def result_of(returncode: int) -> TaskResult:
+    if returncode == 0:
+        return TaskResult(True, 0)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return TaskResult(False, 128 - returncode, f"killed by signal {name}")
+    return TaskResult(False, returncode, f"exit code {returncode}")
+
+
+def _spawn_failure(log_path: Path, program: str, exc: OSError) -> TaskResult:
+    """Say what bash would have said, with bash's exit codes (127 not found, 126 not runnable)."""
+    if isinstance(exc, FileNotFoundError):
+        code, reason = 127, ("No such file or directory" if "/" in program else "command not found")
+    else:
+        code, reason = 126, exc.strerror or str(exc)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"bash: line 1: {program}: {reason}\n")
+    return TaskResult(False, code, f"{program}: {reason}")

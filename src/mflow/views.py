@@ -1,0 +1,136 @@
+"""Run history as people and scripts read it: the stable JSON of `runs`/`status`, text
+tables, and a task log read (or followed) from its file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from mflow.errors import UsageError
+from mflow.states import TaskState
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def run_json(run: dict[str, Any]) -> dict[str, Any]:
+    """The documented, stable fields of a run."""
+    return {
+        "run_id": run["run_id"],
+        "state": run["state"],
+        "flow_path": run["flow_path"],
+        "started_at": _iso(run["started_at"]),
+        "ended_at": _iso(run["ended_at"]),
+        "duration_s": _duration(run["started_at"], run["ended_at"]),
+        "task_count": run["task_count"],
+        "task_states": dict(sorted(run.get("task_states", {}).items())),
+        "pid": run["pid"],
+        "host": run["host"],
+        "message": run["message"],
+    }
+
+
+def status_json(run: dict[str, Any], tasks: list[dict[str, Any]],
+                attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in attempts:
+        by_task.setdefault(row["task_id"], []).append({
+            "attempt": row["attempt"],
+            "state": row["state"],
+            "started_at": _iso(row["started_at"]),
+            "ended_at": _iso(row["ended_at"]),
+            "duration_s": _duration(row["started_at"], row["ended_at"]),
+            "exit_code": row["exit_code"],
+            "message": row["message"],
+            "pid": row["pid"],
+            "host": row["host"],
+            "log_path": row["log_path"],
+        })
+    return {
+        **run_json(run),
+        "tasks": [
+            {"task_id": task["task_id"], "type": task["task_type"], "state": task["state"],
+             "attempts": by_task.get(task["task_id"], []), "message": task["message"]}
+            for task in tasks
+        ],
+    }
+
+
+def runs_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no runs recorded yet"
+    lines = [f"{'RUN':>6}  {'STATE':<11} {'STARTED (UTC)':<23} {'DURATION':>9}  {'TASKS':<28} FLOW"]
+    for row in rows:
+        counts = ", ".join(f"{n} {s}" for s, n in row["task_states"].items())
+        duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-"
+        lines.append(f"{row['run_id']:>6}  {row['state']:<11} {row['started_at'][:23]:<23} "
+                     f"{duration:>9}  {counts:<28} {row['flow_path']}")
+    return "\n".join(lines)
+
+
+def status_text(data: dict[str, Any]) -> str:
+    duration = f"{data['duration_s']:.2f} s" if data["duration_s"] is not None else "running"
+    lines = [f"run {data['run_id']} {data['state']}  {data['flow_path']}",
+             f"started {data['started_at']}  {duration}  pid {data['pid']} on {data['host']}"]
+    if data["message"]:
+        lines.append(data["message"])
+    width = max([len(t["task_id"]) for t in data["tasks"]] + [4])
+    lines.append(f"{'TASK':<{width}}  {'STATE':<15} {'TRY':>3} {'EXIT':>4} {'TIME':>8}  MESSAGE / LOG")
+    for task in data["tasks"]:
+        last = task["attempts"][-1] if task["attempts"] else {}
+        exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
+        took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
+        detail = task["message"] or last.get("log_path") or ""
+        lines.append(f"{task['task_id']:<{width}}  {task['state']:<15} {len(task['attempts']):>3} "
+                     f"{exit_code:>4} {took:>8}  {detail}")
+    return "\n".join(lines)
+
+
+def log_chunks(store: Any, run_id: int, task_id: str, attempt: int | None,
+               follow: bool) -> Iterator[bytes]:
+    """The bytes of a task attempt's log; with `follow`, more as they come until it ends."""
+    rows = store.attempt_rows(run_id, task_id)
+    if not rows:
+        if store.get_run(run_id) is None:
+            raise UsageError(f"no run {run_id}; `mflow runs` lists the runs")
+        raise UsageError(f"task '{task_id}' of run {run_id} has not started (no log yet); "
+                         f"`mflow status {run_id}` shows its state")
+    if attempt is None:
+        row = max(rows, key=lambda r: r["attempt"])
+    else:
+        row = next((r for r in rows if r["attempt"] == attempt), None)
+        if row is None:
+            raise UsageError(f"task '{task_id}' of run {run_id} has attempts "
+                             f"{', '.join(str(r['attempt']) for r in rows)}, not {attempt}")
+    path = row["log_path"]
+    try:
+        log = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise UsageError(f"log file {path} is gone (removed or on another host)") from None
+    with log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                yield chunk
+                continue
+            if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):
+                rest = log.read()
+                if rest:
+                    yield rest
+                return
+            time.sleep(0.2)
+
+
+def _attempt_over(store: Any, run_id: int, task_id: str, attempt: int) -> bool:
+    rows = store.attempt_rows(run_id, task_id)
+    row = next((r for r in rows if r["attempt"] == attempt), None)
+    return row is None or row["state"] != TaskState.RUNNING
