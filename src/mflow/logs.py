@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
+from mflow.clock import utc_clock
 from mflow.flow import log_name_part
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
@@ -18,35 +18,36 @@ def task_log_path(log_directory: Path, run_id: int, task_id: str, attempt: int) 
     return log_directory / f"master_{run_id}_task_{log_name_part(task_id)}{suffix}.log"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class MasterLog(RunListener):
     """Appends one timestamped line per state change; written out with each flush."""
 
     def __init__(self, log_directory: Path, run_id: int):
         self.run_id = run_id
-        self._file = open(log_directory / MASTER_LOG, "a", encoding="utf-8")  # noqa: SIM115
+        self.path = log_directory / MASTER_LOG
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._lines: list[str] = []
+        self._clock = utc_clock()
+        self._logs: dict[str, Path] = {}
 
     def write(self, text: str) -> None:
-        self._lines.append(f"{_now()} run {self.run_id} {text}\n")
+        self._lines.append(f"{self._clock.now()} run {self.run_id} {text}\n")
 
+    # Two lines per attempt (started with pid and log; ended) keep the file readable.
     def attempt_started(self, task_id: str, attempt: int, log_path: Path) -> None:
-        self.write(f"task {task_id} attempt {attempt} started, log {log_path}")
+        self._logs[task_id] = log_path
 
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
-        self.write(f"task {task_id} attempt {attempt} pid {pid}")
+        self.write(f"task {task_id} attempt {attempt} RUNNING pid {pid} log {self._logs[task_id]}")
 
     def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
                       exit_code: int | None, message: str) -> None:
-        detail = f" exit code {exit_code}" if exit_code is not None else ""
-        self.write(f"task {task_id} attempt {attempt} {state}{detail}"
-                   + (f": {message}" if message and not state == TaskState.SUCCESS else ""))
+        if state is not TaskState.SUCCESS:
+            self.write(f"task {task_id} attempt {attempt} {state} exit code {exit_code}"
+                       + (f": {message}" if message else ""))
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
-        self.write(f"task {task_id} {state}" + (f": {message}" if message else ""))
+        if state is not TaskState.RUNNING:
+            self.write(f"task {task_id} {state}" + (f": {message}" if message else ""))
 
     def limit_changed(self, old: int, new: int) -> None:
         self.write(f"max_process_concurrency changed from {old} to {new}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from datetime import datetime
 from typing import IO, Any
 
+from mflow.clock import local_clock
 from mflow.engine import RunOutcome
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
@@ -20,9 +20,10 @@ class PlainReporter(RunListener):
     def __init__(self, run_id: int, out: IO[str] | None = None):
         self.run_id = run_id
         self.out = out or sys.stdout
+        self._clock = local_clock()
 
     def _line(self, text: str) -> None:
-        self.out.write(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {text}\n")
+        self.out.write(f"{self._clock.now()} {text}\n")
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
         if state is TaskState.RUNNING and attempt > 1:

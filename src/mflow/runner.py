@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from mflow.engine import Engine, RunOutcome
+from mflow.errors import EnvironmentFault
 from mflow.listener import Listeners, RunListener
 from mflow.logs import MasterLog
 from mflow.progress import LiveReporter, PlainReporter, summary
@@ -40,7 +41,8 @@ def execute(inputs: Inputs, *, selected: Collection[str] | None = None,
     reporter: RunListener = LiveReporter(run_id, len(task_ids)) if live else PlainReporter(run_id)
     master = MasterLog(inputs.settings.log_directory, run_id)
     master.write(f"started: task file {flow.path}, {len(task_ids)} tasks")
-    listener = Listeners([Recorder(store, run_id), master, reporter])
+    recorder = Recorder(store, run_id)
+    listener = Listeners([recorder, master, reporter])
     engine = Engine(flow, inputs.types, SettingsWatcher(inputs.settings), listener, run_id,
                     selected=selected)
     started = time.monotonic()
@@ -53,6 +55,9 @@ def execute(inputs: Inputs, *, selected: Collection[str] | None = None,
     reporter.flush()
     print(summary(run_id, time.monotonic() - started, outcome), flush=True)
     store.close()
+    if recorder.error is not None:
+        raise EnvironmentFault(f"{recorder.error}; the last state changes of run {run_id} were "
+                               f"not recorded (they are in {master.path})")
     return RunResult(run_id, outcome, received[0] if received else None)
 
 

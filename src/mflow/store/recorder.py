@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from mflow.errors import EnvironmentFault
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
 from mflow.store.rows import HOST, utcnow
@@ -36,6 +37,7 @@ class Recorder(RunListener):
         self._tasks: dict[str, dict[str, Any]] = {}
         self._run_end: tuple[RunState, str | None] | None = None
         self._written_at = time.monotonic()
+        self.error: EnvironmentFault | None = None  # the last write failed with this
 
     def attempt_started(self, task_id: str, attempt: int, log_path: Path) -> None:
         self._new[(task_id, attempt)] = {
@@ -75,9 +77,15 @@ class Recorder(RunListener):
         now = time.monotonic()
         if idle and now - self._written_at < HEARTBEAT_S:
             return
-        new, changed, tasks = list(self._new.values()), list(self._changed.values()), list(
-            self._tasks.values())
+        try:
+            self.store.write_batch(self.run_id, list(self._new.values()),
+                                   list(self._changed.values()), list(self._tasks.values()),
+                                   self._run_end)
+        except EnvironmentFault as exc:
+            # Keep everything buffered and try again at the next flush; the run goes on.
+            self.error = exc
+            return
+        self.error = None
         self._new, self._changed, self._tasks = {}, {}, {}
-        self.store.write_batch(self.run_id, new, changed, tasks, self._run_end)
         self._run_end = None
         self._written_at = now

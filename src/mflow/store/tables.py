@@ -4,6 +4,7 @@ rows.SCHEMA_VERSION and add a migration in store.migrations for any change."""
 from __future__ import annotations
 
 from sqlalchemy import (
+    TIMESTAMP,
     Column,
     DateTime,
     Identity,
@@ -15,6 +16,9 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+# Oracle's DATE has no fractional seconds; its TIMESTAMP does.
+Timestamp = DateTime().with_variant(TIMESTAMP(), "oracle")
 
 meta = Table(
     "mf_meta",
@@ -31,9 +35,9 @@ runs = Table(
     Column("flow_path", String(1024), nullable=False),
     Column("config_path", String(1024)),
     Column("state", String(20), nullable=False),
-    Column("started_at", DateTime, nullable=False),
-    Column("ended_at", DateTime),
-    Column("heartbeat_at", DateTime),
+    Column("started_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
+    Column("heartbeat_at", Timestamp),
     Column("pid", Integer),
     Column("host", String(255)),
     Column("task_count", Integer, nullable=False),
@@ -53,7 +57,7 @@ tasks = Table(
     Column("task_type", String(64), nullable=False),
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("updated_at", DateTime, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
     Column("message", String(2000)),
 )
 
@@ -65,8 +69,8 @@ attempts = Table(
     Column("task_id", String(255), primary_key=True),
     Column("attempt", Integer, primary_key=True),  # 1-based
     Column("state", String(20), nullable=False),
-    Column("started_at", DateTime, nullable=False),
-    Column("ended_at", DateTime),
+    Column("started_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
     Column("exit_code", Integer),
     Column("message", String(2000)),
     Column("pid", Integer),

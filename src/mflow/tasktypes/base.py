@@ -19,7 +19,9 @@ from mflow.envvars import EnvBlock
 class TaskSpec(BaseModel):
     """Keys common to every task type. A type subclasses this with its own keys."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # defer_build: a schema is built on first use, so types a flow does not use cost nothing.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              defer_build=True)
 
     id: str
     type: str

@@ -44,7 +44,17 @@ def direct_argv(command: str, env: dict[str, str]) -> list[str] | None:
     words = command.split()
     if words[0] in _BASH_WORDS or "=" in words[0]:
         return None
-    # bash -c reads $BASH_ENV first and imports exported functions: then it must run.
-    if "BASH_ENV" in env or any(key.startswith("BASH_FUNC_") for key in env):
-        return None
-    return words
+    return None if _bash_adds_to(env) else words
+
+
+_last_checked: tuple[dict[str, str] | None, bool] = (None, False)
+
+
+def _bash_adds_to(env: dict[str, str]) -> bool:
+    """bash -c reads $BASH_ENV first and imports exported functions: then it must run.
+    (Tasks without an env of their own share one dict, so remember the last answer.)"""
+    global _last_checked
+    if _last_checked[0] is not env:
+        found = "BASH_ENV" in env or any(key.startswith("BASH_FUNC_") for key in env)
+        _last_checked = (env, found)
+    return _last_checked[1]

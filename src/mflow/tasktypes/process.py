@@ -62,7 +62,7 @@ async def run_process(argv: Sequence[str], ctx: TaskContext, *,
     ctx.on_process(pid)
     child = _Child(pid, read_fd, ctx.log_path)
     try:
-        returncode = await asyncio.shield(child.done)
+        returncode = await child.done
     except asyncio.CancelledError:
         await child.stop(kill_grace_s)
         raise
@@ -70,7 +70,7 @@ async def run_process(argv: Sequence[str], ctx: TaskContext, *,
 
 
 def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:
-    if ctx.cwd == Path.cwd():
+    if str(ctx.cwd) == os.getcwd():
         # posix_spawn: the cheapest way to start a process from Python (vfork + exec).
         return os.posix_spawn(program, list(argv), ctx.env, setpgroup=0, file_actions=[
             (os.POSIX_SPAWN_DUP2, _devnull(), 0),
@@ -91,7 +91,7 @@ class _Child:
         self.pid = pid
         self.returncode: int | None = None
         self.done: asyncio.Future[int] = self.loop.create_future()
-        self._exited = self.loop.create_future()
+        self._waiters: list[asyncio.Future[None]] = []  # stop() waits here for exit / drain
         self._read_fd: int | None = read_fd
         self._log_path = log_path
         self._log_fd: int | None = None
@@ -107,7 +107,6 @@ class _Child:
         signal_group(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
-        self._exited.set_result(self.returncode)
         self._maybe_done()
 
     def _on_output(self) -> None:
@@ -138,18 +137,33 @@ class _Child:
         self._maybe_done()
 
     def _maybe_done(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if self.returncode is not None and self._read_fd is None and not self.done.done():
             self.done.set_result(self.returncode)
 
+    async def _changed(self) -> None:
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters.remove(waiter)
+
     async def stop(self, grace_s: float) -> None:
-        """SIGTERM the group; SIGKILL it if the leader outlives the grace."""
+        """SIGTERM the group; SIGKILL it if the leader outlives the grace. Returns once the
+        leader is reaped and the output pipe is drained."""
         if self.returncode is None:
             signal_group(self.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self._exited), grace_s)
+                async with asyncio.timeout(grace_s):
+                    while self.returncode is None:
+                        await self._changed()
             except TimeoutError:
                 signal_group(self.pid, signal.SIGKILL)
-        await self.done
+        while self.returncode is None or self._read_fd is not None:
+            await self._changed()
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
