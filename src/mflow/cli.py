@@ -16,20 +16,33 @@ import click
 from mflow import __version__
 from mflow.errors import MflowError, UsageError
 
-COMMANDS = ("run", "validate", "graph", "runs", "status", "logs")
+COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs")
+DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
 
 
 def file_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--config / --taskfile / --datasources, shared by every command (the original's flags)."""
 
-    @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-                  help="Global settings file. [default: ./config.json, optional]")
-    @click.option("--taskfile", type=click.Path(path_type=Path), default=Path("tasks.json"),
-                  show_default=True, help="The flow: a JSON (or .yaml) task file.")
-    @click.option("--datasources", type=click.Path(path_type=Path), default=None,
-                  help="Database connections file (needed by oracle/sql tasks). "
-                       "[default: ./oracle.json]")
+    @click.option(
+        "--config",
+        "config",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Global settings file. [default: ./config.json, optional]",
+    )
+    @click.option(
+        "--taskfile",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The flow: a JSON (or .yaml) task file. [default: ./tasks.json]",
+    )
+    @click.option(
+        "--datasources",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Database connections file (needed by oracle/sql tasks). [default: ./oracle.json]",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return func(*args, **kwargs)
@@ -58,38 +71,126 @@ def cli() -> None:
 
 @cli.command()
 @file_options
-@click.option("--task", "task_id", metavar="ID", help="Run this task alone, ignoring its dependencies.")
-@click.option("--dry-run", is_flag=True, help="Validate and show the order of execution; run nothing.")
-def run(config: Path | None, taskfile: Path, datasources: Path | None, task_id: str | None,
-        dry_run: bool) -> None:
+@click.option(
+    "--task",
+    "task_id",
+    metavar="ID",
+    help="Run this task alone, ignoring its dependencies (the original's one-shot).",
+)
+@click.option(
+    "--from", "from_id", metavar="ID", help="Run this task and everything downstream of it."
+)
+@click.option("--only", metavar="A,B", help="Run only these tasks (comma separated).")
+@click.option(
+    "--resume",
+    "resume_id",
+    type=int,
+    metavar="RUN_ID",
+    help="Run again exactly the tasks of RUN_ID that did not succeed.",
+)
+@click.option("--force", is_flag=True, help="With --resume: resume even if the task file changed.")
+@click.option(
+    "--dry-run", is_flag=True, help="Validate and show the order of execution; run nothing."
+)
+def run(
+    config: Path | None,
+    taskfile: Path | None,
+    datasources: Path | None,
+    task_id: str | None,
+    from_id: str | None,
+    only: str | None,
+    resume_id: int | None,
+    force: bool,
+    dry_run: bool,
+) -> None:
     """Run the flow in --taskfile (the default command)."""
-    from mflow.graph import render_text
-    from mflow.inputs import load_inputs
-    from mflow.runner import execute, exit_code
-
-    inputs = load_inputs(*_config(config), taskfile)
-    _warn(inputs.settings.warnings + inputs.flow.warnings)
-    selected = None
-    if task_id is not None:
-        if task_id not in inputs.flow.tasks:
-            from mflow.modelcheck import suggest
-
-            raise UsageError(f"--task: no task '{task_id}' in {taskfile}"
-                             f"{suggest(task_id, inputs.flow.tasks)}")
-        selected = [task_id]
-    if dry_run:
-        click.echo(render_text(inputs.flow.graph))
+    if resume_id is not None:
+        if task_id or from_id or only:
+            raise UsageError(
+                "--resume runs what the resumed run did not finish; "
+                "it does not combine with --task, --from or --only"
+            )
+        _resume(resume_id, config, taskfile, force, dry_run)
         return
-    result = execute(inputs, selected=selected)
+    from mflow.inputs import load_inputs
+    from mflow.runner import choose_tasks, execute, exit_code
+
+    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE)
+    _warn(inputs.settings.warnings + inputs.flow.warnings)
+    selected = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
+    if dry_run:
+        _show_plan(inputs.flow, selected)
+        return
+    sys.exit(exit_code(execute(inputs, selected=selected)))
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@file_options
+@click.option("--force", is_flag=True, help="Resume even if the task file changed.")
+@click.option("--dry-run", is_flag=True, help="Show what would run; run nothing.")
+def resume(
+    run_id: int,
+    config: Path | None,
+    taskfile: Path | None,
+    datasources: Path | None,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Run again the tasks of RUN_ID that did not succeed (= run --resume RUN_ID).
+
+    The task file and config file of that run are used unless given here.
+    """
+    _resume(run_id, config, taskfile, force, dry_run)
+
+
+def _resume(
+    run_id: int, config: Path | None, taskfile: Path | None, force: bool, dry_run: bool
+) -> None:
+    from mflow.runner import execute, exit_code, prepare_resume
+
+    inputs, plan = prepare_resume(run_id, config, taskfile, force=force)
+    _warn(inputs.settings.warnings + inputs.flow.warnings)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    to_run = [t for t in plan.task_ids if t not in plan.skipped]
+    if not to_run:
+        click.echo(f"run {run_id}: every task succeeded; nothing to resume")
+        return
+    if dry_run:
+        _show_plan(inputs.flow, to_run)
+        return
+    result = execute(inputs, selected=plan.task_ids, skipped=plan.skipped, resumed_from=run_id)
     sys.exit(exit_code(result))
+
+
+def _show_plan(flow: Any, selected: list[str] | None) -> None:
+    from mflow.graph import Graph, render_text
+
+    if selected is None:
+        click.echo(render_text(flow.graph))
+        return
+    chosen = set(selected)
+    click.echo(
+        render_text(
+            Graph(
+                {
+                    t: [d for d in flow.tasks[t].depends if d in chosen]
+                    for t in flow.tasks
+                    if t in chosen
+                }
+            )
+        )
+    )
 
 
 @cli.command()
 @file_options
-def validate(config: Path | None, taskfile: Path, datasources: Path | None) -> None:
+def validate(config: Path | None, taskfile: Path | None, datasources: Path | None) -> None:
     """Check config.json and the task file; report every problem. Runs nothing."""
     from mflow.inputs import load_inputs
 
+    taskfile = taskfile or DEFAULT_TASKFILE
     inputs = load_inputs(*_config(config), taskfile)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
     flow = inputs.flow
@@ -98,14 +199,19 @@ def validate(config: Path | None, taskfile: Path, datasources: Path | None) -> N
 
 @cli.command()
 @file_options
-@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid"]), default="text",
-              show_default=True)
-def graph(config: Path | None, taskfile: Path, datasources: Path | None, fmt: str) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "dot", "mermaid"]),
+    default="text",
+    show_default=True,
+)
+def graph(config: Path | None, taskfile: Path | None, datasources: Path | None, fmt: str) -> None:
     """Print the dependency graph as text, Graphviz DOT or Mermaid."""
     from mflow.graph import RENDERERS
     from mflow.inputs import load_inputs
 
-    inputs = load_inputs(*_config(config), taskfile)
+    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE)
     click.echo(RENDERERS[fmt](inputs.flow.graph))
 
 
@@ -114,12 +220,18 @@ def _store(config: Path | None) -> Any:
     from mflow.settings import load_settings
 
     path, required = _config(config)
-    return open_store(load_settings(path, required=required))
+    store = open_store(load_settings(path, required=required))
+    store.reap_dead_runs()  # a run whose mflow died shows INTERRUPTED, not RUNNING forever
+    return store
 
 
 @cli.command()
-@click.option("--config", type=click.Path(path_type=Path), default=None,
-              help="Global settings file (says where the state database is).")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Global settings file (says where the state database is).",
+)
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @click.option("--state", help="Only runs in this state (SUCCESS, FAILED, RUNNING, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -136,8 +248,12 @@ def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> N
 
 @cli.command()
 @click.argument("run_id", type=int)
-@click.option("--config", type=click.Path(path_type=Path), default=None,
-              help="Global settings file (says where the state database is).")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Global settings file (says where the state database is).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(run_id: int, config: Path | None, as_json: bool) -> None:
     """Show one run: every task's state, attempts, exit code and log."""
@@ -157,10 +273,16 @@ def status(run_id: int, config: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", type=int)
 @click.argument("task_id")
-@click.option("--config", type=click.Path(path_type=Path), default=None,
-              help="Global settings file (says where the state database is).")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Global settings file (says where the state database is).",
+)
 @click.option("--attempt", type=int, help="Which attempt [default: the last].")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing as the task writes, until it ends.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing as the task writes, until it ends."
+)
 def logs(run_id: int, task_id: str, config: Path | None, attempt: int | None, follow: bool) -> None:
     """Print the log of one task of a run."""
     from mflow import views
@@ -204,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except BaseException:
         traceback.print_exc()
-        click.echo("mflow hit an internal error (a bug); please report the traceback above.",
-                   err=True)
+        click.echo(
+            "mflow hit an internal error (a bug); please report the traceback above.", err=True
+        )
         sys.exit(70)
-

@@ -45,8 +45,9 @@ class Document:
         line = self.text.count("\n", 0, offset) + 1
         return line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1
 
-    def problem(self, *where: str | int, task_id: str | None = None, key: str | None = None,
-                message: str) -> Problem:
+    def problem(
+        self, *where: str | int, task_id: str | None = None, key: str | None = None, message: str
+    ) -> Problem:
         line, column = self.locate(*where)
         return Problem(self.display, line, column, task_id, key, message)
 
@@ -63,7 +64,7 @@ def load_document(path: Path, what: str) -> Document:
     except FileNotFoundError:
         raise InvalidFilesError([Problem(display, message=f"{what} not found")]) from None
     except IsADirectoryError:
-        raise InvalidFilesError([Problem(display, message=f"{what} is a folder, not a file")])
+        raise InvalidFilesError([Problem(display, message=f"{what} is a folder, not a file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidFilesError([Problem(display, message=f"cannot read {what}: {exc}")]) from None
     if is_yaml(path):
@@ -87,7 +88,9 @@ def _parse_yaml(text: str, display: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         reason = getattr(exc, "problem", None) or str(exc)
-        raise InvalidFilesError([Problem(display, line, column, message=f"malformed YAML: {reason}")]) from None
+        raise InvalidFilesError(
+            [Problem(display, line, column, message=f"malformed YAML: {reason}")]
+        ) from None
 
 
 def _positions(text: str, suffix: str) -> dict[Path_, int]:

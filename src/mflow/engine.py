@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import traceback
 from collections import deque
 from collections.abc import Collection
@@ -18,6 +19,7 @@ from pathlib import Path
 from mflow.envvars import expand
 from mflow.flow import Flow
 from mflow.listener import RunListener
+from mflow.liveness import signal_group
 from mflow.logs import task_log_path
 from mflow.settings import SettingsWatcher
 from mflow.states import RunState, TaskState
@@ -36,9 +38,19 @@ class RunOutcome:
 
 
 class Engine:
-    def __init__(self, flow: Flow, types: TaskTypes, settings: SettingsWatcher,
-                 listener: RunListener, run_id: int, *,
-                 selected: Collection[str] | None = None):
+    def __init__(
+        self,
+        flow: Flow,
+        types: TaskTypes,
+        settings: SettingsWatcher,
+        listener: RunListener,
+        run_id: int,
+        *,
+        selected: Collection[str] | None = None,
+        skipped: Collection[str] = (),
+    ):
+        """`selected`: run only these tasks (their other dependencies count as met).
+        `skipped`: tasks that succeeded in the run being resumed; they show SKIPPED."""
         self.flow = flow
         self.types = types
         self.watcher = settings
@@ -48,16 +60,21 @@ class Engine:
         self.base_env = {**os.environ, **settings.current.env}
         selected_set = set(flow.tasks) if selected is None else set(selected)
         self.order = [task_id for task_id in flow.tasks if task_id in selected_set]
-        # Dependencies outside the selection are treated as met (a partial run).
+        self.skipped = set(skipped) & selected_set
+        to_run = selected_set - self.skipped
+        # Dependencies outside the selection, or skipped, are treated as met.
         self.waiting_on = {
-            task_id: len({dep for dep in flow.tasks[task_id].depends if dep in selected_set})
+            task_id: len({dep for dep in flow.tasks[task_id].depends if dep in to_run})
             for task_id in self.order
         }
         self.state = dict.fromkeys(self.order, TaskState.PENDING)
+        self.pids: dict[str, int] = {}
         self.messages: dict[str, str] = {}
         self.log_paths: dict[str, Path] = {}
         self.attempts = dict.fromkeys(self.order, 0)
-        self.ready: deque[str] = deque(t for t in self.order if self.waiting_on[t] == 0)
+        self.ready: deque[str] = deque(
+            t for t in self.order if self.waiting_on[t] == 0 and t not in self.skipped
+        )
         self.running: dict[str, asyncio.Task[TaskResult]] = {}
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelled = False
@@ -68,9 +85,13 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         flush_timer = loop.call_later(FLUSH_INTERVAL_S, self._flush_tick)
-        reload_timer = loop.call_later(self.watcher.current.model.check_new_config_interval,
-                                       self._reload_tick)
+        reload_timer = loop.call_later(
+            self.watcher.current.model.check_new_config_interval, self._reload_tick
+        )
         self._timers = [flush_timer, reload_timer]
+        for task_id in self.order:
+            if task_id in self.skipped:
+                self._set_state(task_id, TaskState.SKIPPED, "succeeded in the resumed run")
         self._fill()
         self._check_done()
         try:
@@ -98,6 +119,12 @@ class Engine:
             atask.cancel()
         self._check_done()
 
+    def kill_now(self) -> None:
+        """A second interrupt: SIGKILL every running task's group without a grace period."""
+        self.cancel()
+        for pid in self.pids.values():
+            signal_group(pid, signal.SIGKILL)
+
     def reload_settings(self) -> None:
         """Re-read config.json now (also done every check_new_config_interval seconds)."""
         old = self.watcher.current.max_process_concurrency
@@ -107,8 +134,10 @@ class Engine:
                 self.listener.limit_changed(old, new)
                 self._fill()
         elif self.watcher.last_error:
-            self.listener.notice("config file changed but is invalid, keeping the previous "
-                                 "settings:\n" + self.watcher.last_error)
+            self.listener.notice(
+                "config file changed but is invalid, keeping the previous "
+                "settings:\n" + self.watcher.last_error
+            )
             self.watcher.last_error = None
 
     # -- scheduling -----------------------------------------------------------------------
@@ -148,14 +177,26 @@ class Engine:
 
     def _retry_delay(self, task_id: str) -> float:
         spec = self.flow.tasks[task_id]
-        if spec.retry_delay is not None:
-            return spec.retry_delay
-        return self.watcher.current.model.default_retry_delay
+        defaults = self.watcher.current.model
+        delay = spec.retry_delay if spec.retry_delay is not None else defaults.default_retry_delay
+        backoff = (
+            spec.retry_backoff if spec.retry_backoff is not None else defaults.default_retry_backoff
+        )
+        return float(delay * backoff ** (self.attempts[task_id] - 1))
+
+    def max_attempts(self, task_id: str) -> int:
+        spec = self.flow.tasks[task_id]
+        retries = (
+            spec.retries if spec.retries is not None else self.watcher.current.model.default_retries
+        )
+        return retries + 1
 
     def _fail_descendants(self, task_id: str) -> None:
         for child in self.flow.graph.descendants([task_id]):
             if self.state.get(child) is TaskState.PENDING:
-                self._set_state(child, TaskState.UPSTREAM_FAILED, f"upstream task '{task_id}' failed")
+                self._set_state(
+                    child, TaskState.UPSTREAM_FAILED, f"upstream task '{task_id}' failed"
+                )
 
     def _check_done(self) -> None:
         if self.running or self.retry_timers or (self.ready and not self.cancelled):
@@ -179,11 +220,17 @@ class Engine:
         task_type = self.types.get(spec.type)
         assert task_type is not None  # validation guarantees it
         log_path = self.log_paths[task_id] = task_log_path(
-            self.log_directory, self.run_id, task_id, attempt)
+            self.log_directory, self.run_id, task_id, attempt
+        )
         ctx = TaskContext(
-            run_id=self.run_id, task_id=task_id, attempt=attempt, log_path=log_path,
-            cwd=self.flow.folder, env=self._env(spec.env),
-            on_process=lambda pid: self.listener.attempt_process(task_id, attempt, pid),
+            run_id=self.run_id,
+            task_id=task_id,
+            attempt=attempt,
+            log_path=log_path,
+            cwd=self.flow.folder,
+            env=self._env(spec.env),
+            on_process=lambda pid: self._on_process(task_id, attempt, pid),
+            kill_grace_s=self.watcher.current.model.kill_grace,
         )
         self.listener.attempt_started(task_id, attempt, log_path)
         self._set_state(task_id, TaskState.RUNNING)
@@ -197,27 +244,38 @@ class Engine:
         except TimeoutError:
             result = TaskResult(False, None, f"timeout after {timeout:g} s")
         except asyncio.CancelledError:
-            self.listener.attempt_ended(task_id, attempt, TaskState.CANCELLED, None, "run cancelled")
+            self.listener.attempt_ended(
+                task_id, attempt, TaskState.CANCELLED, None, "run cancelled"
+            )
             self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
             return TaskResult(False, None, "run cancelled")
         except Exception as exc:  # a bug in a task type must not take the run down
             _append(log_path, traceback.format_exc())
             result = TaskResult(False, None, f"internal error in task type '{spec.type}': {exc!r}")
+        finally:
+            self.pids.pop(task_id, None)
         self._record_result(task_id, attempt, result)
         return result
 
+    def _on_process(self, task_id: str, attempt: int, pid: int) -> None:
+        self.pids[task_id] = pid
+        self.listener.attempt_process(task_id, attempt, pid)
+
     def _record_result(self, task_id: str, attempt: int, result: TaskResult) -> None:
-        spec = self.flow.tasks[task_id]
         if result.ok:
             self.listener.attempt_ended(task_id, attempt, TaskState.SUCCESS, result.exit_code, "")
             self._set_state(task_id, TaskState.SUCCESS)
             return
-        self.listener.attempt_ended(task_id, attempt, TaskState.FAILED, result.exit_code,
-                                    result.message)
-        retries = spec.retries if spec.retries is not None else self.watcher.current.model.default_retries
-        if attempt <= retries and not self.cancelled:
-            self._set_state(task_id, TaskState.RETRYING,
-                            f"attempt {attempt} of {retries + 1} failed: {result.message}")
+        self.listener.attempt_ended(
+            task_id, attempt, TaskState.FAILED, result.exit_code, result.message
+        )
+        max_attempts = self.max_attempts(task_id)
+        if attempt < max_attempts and not self.cancelled:
+            self._set_state(
+                task_id,
+                TaskState.RETRYING,
+                f"attempt {attempt} of {max_attempts} failed: {result.message}",
+            )
         else:
             self._set_state(task_id, TaskState.FAILED, result.message)
 

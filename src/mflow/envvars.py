@@ -17,9 +17,7 @@ def _to_mapping(value: Any) -> Any:
         mapping = {}
         for index, item in enumerate(value):
             if not isinstance(item, dict) or set(item) != {"key", "value"}:
-                raise ValueError(
-                    f"item {index} must be an object with exactly 'key' and 'value'"
-                )
+                raise ValueError(f"item {index} must be an object with exactly 'key' and 'value'")
             mapping[item["key"]] = item["value"]
         return mapping
     return value

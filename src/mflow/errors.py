@@ -1,9 +1,9 @@
 """Errors users see, each with its exit code; and `Problem`, one finding in an input file.
 
-    MflowError (70: a bug if it escapes unclassified)
-    ├── UsageError        2  bad command line
-    ├── InvalidFilesError 2  config.json / tasks.json / datasources invalid: lists every Problem
-    └── EnvironmentFault  3  backend unreachable, log folder not writable, ...
+MflowError (70: a bug if it escapes unclassified)
+├── UsageError        2  bad command line
+├── InvalidFilesError 2  config.json / tasks.json / datasources invalid: lists every Problem
+└── EnvironmentFault  3  backend unreachable, log folder not writable, ...
 """
 
 from __future__ import annotations

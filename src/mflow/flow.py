@@ -43,8 +43,14 @@ def load_flow(path: Path, types: TaskTypes) -> Flow:
     warnings: list[Problem] = []
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-        raise InvalidFilesError([doc.problem(
-            "tasks", message='a task file holds {"tasks": [ {"id": ..., "type": ...}, ... ]}')])
+        raise InvalidFilesError(
+            [
+                doc.problem(
+                    "tasks",
+                    message='a task file holds {"tasks": [ {"id": ..., "type": ...}, ... ]}',
+                )
+            ]
+        )
     for key in data:
         if key != "tasks":
             warnings.append(doc.problem(key, key=key, message="unknown key, ignored"))
@@ -64,43 +70,91 @@ def load_flow(path: Path, types: TaskTypes) -> Flow:
     graph = Graph(depends)
     for cycle in graph.cycles():
         first = min(cycle, key=list(depends).index)
-        index = next(i for i, raw in enumerate(data["tasks"])
-                     if isinstance(raw, dict) and raw.get("id") == first)
-        problems.append(doc.problem("tasks", index, "depends", task_id=first, key="depends",
-                                    message="dependency cycle: " + " -> ".join(cycle)
-                                    + " (each task depends on the next)"))
+        index = next(
+            i
+            for i, raw in enumerate(data["tasks"])
+            if isinstance(raw, dict) and raw.get("id") == first
+        )
+        problems.append(
+            doc.problem(
+                "tasks",
+                index,
+                "depends",
+                task_id=first,
+                key="depends",
+                message="dependency cycle: "
+                + " -> ".join(cycle)
+                + " (each task depends on the next)",
+            )
+        )
     problems += _check_log_names(doc, data["tasks"], tasks)
     if problems:
         raise InvalidFilesError(problems + warnings)
     return Flow(path.resolve(), tasks, graph, tuple(warnings))
 
 
-def _check_task(doc: Document, types: TaskTypes, index: int, raw: Any, ids: Counter[Any],
-                problems: list[Problem], warnings: list[Problem]) -> TaskSpec | None:
+def _check_task(
+    doc: Document,
+    types: TaskTypes,
+    index: int,
+    raw: Any,
+    ids: Counter[Any],
+    problems: list[Problem],
+    warnings: list[Problem],
+) -> TaskSpec | None:
     where = ("tasks", index)
     if not isinstance(raw, dict):
         problems.append(doc.problem(*where, message=f"task #{index + 1} must be an object {{...}}"))
         return None
     task_id = raw.get("id")
     if not isinstance(task_id, str) or not task_id.strip() or "\n" in task_id:
-        problems.append(doc.problem(*where, "id", key="id", message=(
-            f"task #{index + 1}: 'id' must be a non-empty one-line string (got {task_id!r})")))
+        problems.append(
+            doc.problem(
+                *where,
+                "id",
+                key="id",
+                message=(
+                    f"task #{index + 1}: 'id' must be a non-empty one-line string (got {task_id!r})"
+                ),
+            )
+        )
         return None
     if ids[task_id] > 1:
-        first = next(i for i, other in enumerate(doc.data["tasks"])
-                     if isinstance(other, dict) and other.get("id") == task_id)
+        first = next(
+            i
+            for i, other in enumerate(doc.data["tasks"])
+            if isinstance(other, dict) and other.get("id") == task_id
+        )
         if first != index:
             line, _ = doc.locate("tasks", first)
-            problems.append(doc.problem(*where, "id", task_id=task_id, key="id", message=(
-                f"duplicate id: task #{first + 1} (line {line}) has it too; ids must be unique")))
+            problems.append(
+                doc.problem(
+                    *where,
+                    "id",
+                    task_id=task_id,
+                    key="id",
+                    message=(
+                        f"duplicate id: task #{first + 1} (line {line}) has it too; ids must be unique"
+                    ),
+                )
+            )
             return None
     type_name = _key(raw, "type")
     task_type = types.get(type_name) if isinstance(type_name, str) else None
     if task_type is None:
         known = ", ".join(types.names())
-        problems.append(doc.problem(*where, "type", task_id=task_id, key="type", message=(
-            f"unknown task type {type_name!r}{suggest(str(type_name), types.names())};"
-            f" known types: {known}")))
+        problems.append(
+            doc.problem(
+                *where,
+                "type",
+                task_id=task_id,
+                key="type",
+                message=(
+                    f"unknown task type {type_name!r}{suggest(str(type_name), types.names())};"
+                    f" known types: {known}"
+                ),
+            )
+        )
         return None
     spec, found, notes = check_model(doc, task_type.spec, raw, where, task_id)
     problems += found
@@ -115,7 +169,9 @@ def _key(raw: dict[str, Any], name: str) -> Any:
     return next((value for key, value in raw.items() if str(key).lower() == name), None)
 
 
-def _check_depends(doc: Document, index: int, raw: dict[str, Any], known: set[Any]) -> list[Problem]:
+def _check_depends(
+    doc: Document, index: int, raw: dict[str, Any], known: set[Any]
+) -> list[Problem]:
     depends = _key(raw, "depends")
     if not isinstance(depends, list):
         return []  # a wrong type was reported by the model check
@@ -123,23 +179,46 @@ def _check_depends(doc: Document, index: int, raw: dict[str, Any], known: set[An
     for position, dep in enumerate(depends):
         if not isinstance(dep, str) or dep in known:
             continue
-        problems.append(doc.problem("tasks", index, "depends", position, task_id=raw["id"],
-                                    key="depends", message=(
-            f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if k])}")))
+        problems.append(
+            doc.problem(
+                "tasks",
+                index,
+                "depends",
+                position,
+                task_id=raw["id"],
+                key="depends",
+                message=(f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if k])}"),
+            )
+        )
     return problems
 
 
-def _check_log_names(doc: Document, raw_tasks: list[Any], tasks: dict[str, TaskSpec]) -> list[Problem]:
+def _check_log_names(
+    doc: Document, raw_tasks: list[Any], tasks: dict[str, TaskSpec]
+) -> list[Problem]:
     """Two ids that differ only in characters a file name cannot hold would share a log file."""
     by_name: dict[str, str] = {}
     problems = []
     for task_id in tasks:
         name = log_name_part(task_id)
         if name in by_name:
-            index = next(i for i, raw in enumerate(raw_tasks)
-                         if isinstance(raw, dict) and raw.get("id") == task_id)
-            problems.append(doc.problem("tasks", index, "id", task_id=task_id, key="id", message=(
-                f"its log file name would be the same as task '{by_name[name]}'s; "
-                "rename one (use letters, digits, _ . - only)")))
+            index = next(
+                i
+                for i, raw in enumerate(raw_tasks)
+                if isinstance(raw, dict) and raw.get("id") == task_id
+            )
+            problems.append(
+                doc.problem(
+                    "tasks",
+                    index,
+                    "id",
+                    task_id=task_id,
+                    key="id",
+                    message=(
+                        f"its log file name would be the same as task '{by_name[name]}'s; "
+                        "rename one (use letters, digits, _ . - only)"
+                    ),
+                )
+            )
         by_name[name] = task_id
     return problems

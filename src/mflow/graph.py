@@ -77,7 +77,7 @@ class Graph:
                 path.append(node)
                 node = next(dep for dep in self.depends[node] if dep in stuck)
             if node in on_path:  # closed a new cycle (else it leads into one already found)
-                found.append([*path[on_path[node]:], node])
+                found.append([*path[on_path[node] :], node])
         return found
 
 

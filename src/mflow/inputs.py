@@ -51,7 +51,7 @@ def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:
     from mflow.store.sqlite_writer import SqliteRunWriter
 
     prepare_log_directory(settings.log_directory)
-    return SqliteRunWriter(Path(url[len(prefix):]))
+    return SqliteRunWriter(Path(url[len(prefix) :]))
 
 
 def prepare_log_directory(path: Path) -> None:
@@ -61,5 +61,7 @@ def prepare_log_directory(path: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise EnvironmentFault(f"log_directory {path} is not usable: {exc.strerror or exc}; "
-                               "create it or point log_directory elsewhere") from None
+        raise EnvironmentFault(
+            f"log_directory {path} is not usable: {exc.strerror or exc}; "
+            "create it or point log_directory elsewhere"
+        ) from None

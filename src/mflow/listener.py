@@ -15,10 +15,13 @@ class RunListener:
 
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None: ...
 
-    def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
-                      exit_code: int | None, message: str) -> None: ...
+    def attempt_ended(
+        self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
+    ) -> None: ...
 
-    def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None: ...
+    def task_state(
+        self, task_id: str, state: TaskState, attempt: int, message: str = ""
+    ) -> None: ...
 
     def limit_changed(self, old: int, new: int) -> None: ...
 
@@ -45,8 +48,9 @@ class Listeners(RunListener):
         for listener in self.listeners:
             listener.attempt_process(task_id, attempt, pid)
 
-    def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
-                      exit_code: int | None, message: str) -> None:
+    def attempt_ended(
+        self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
+    ) -> None:
         for listener in self.listeners:
             listener.attempt_ended(task_id, attempt, state, exit_code, message)
 

@@ -39,11 +39,14 @@ class MasterLog(RunListener):
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
         self.write(f"task {task_id} attempt {attempt} RUNNING pid {pid} log {self._logs[task_id]}")
 
-    def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
-                      exit_code: int | None, message: str) -> None:
+    def attempt_ended(
+        self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
+    ) -> None:
         if state is not TaskState.SUCCESS:
-            self.write(f"task {task_id} attempt {attempt} {state} exit code {exit_code}"
-                       + (f": {message}" if message else ""))
+            self.write(
+                f"task {task_id} attempt {attempt} {state} exit code {exit_code}"
+                + (f": {message}" if message else "")
+            )
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
         if state is not TaskState.RUNNING:

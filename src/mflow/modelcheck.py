@@ -46,8 +46,13 @@ def check_model(
         canonical = keys.get(str(key).lower())
         if canonical is None:
             warnings.append(
-                doc.problem(*where, key, task_id=task_id, key=str(key),
-                            message=f"unknown key, ignored{suggest(str(key), keys.values())}")
+                doc.problem(
+                    *where,
+                    key,
+                    task_id=task_id,
+                    key=str(key),
+                    message=f"unknown key, ignored{suggest(str(key), keys.values())}",
+                )
             )
             continue
         data[canonical] = value
@@ -56,8 +61,13 @@ def check_model(
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
-            loc = [part for part in error["loc"] if not isinstance(part, str) or part in data
-                   or part not in ("function-after", "function-before")]
+            loc = [
+                part
+                for part in error["loc"]
+                if not isinstance(part, str)
+                or part in data
+                or part not in ("function-after", "function-before")
+            ]
             key = ".".join(str(part) for part in loc) or None
             message = _message(error)
             problems.append(doc.problem(*where, *loc, task_id=task_id, key=key, message=message))
@@ -69,7 +79,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required key is missing"
     text = error["msg"]
     if text.startswith("Value error, "):
-        text = text[len("Value error, "):]
+        text = text[len("Value error, ") :]
     if "input" in error and error["type"] not in ("value_error",):
         shown = repr(error["input"])
         if len(shown) > 60:

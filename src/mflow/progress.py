@@ -54,8 +54,9 @@ class LiveReporter(RunListener):
         self.started: dict[str, tuple[float, int]] = {}
         self.failures: list[str] = []
         self.started_at = time.monotonic()
-        self.live = Live(console=self.console, refresh_per_second=8, transient=False,
-                         get_renderable=self._render)
+        self.live = Live(
+            console=self.console, refresh_per_second=8, transient=False, get_renderable=self._render
+        )
         self.live.start()
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
@@ -92,29 +93,39 @@ class LiveReporter(RunListener):
             table.add_row(Text("RUNNING", style="yellow"), task_id, f"{now - since:.1f} s", extra)
         if len(self.started) > 15:
             table.add_row("", f"... and {len(self.started) - 15} more", "", "")
-        parts: list[Any] = [head, ProgressBar(total=max(self.total, 1), completed=done), table]
+        bar = Table.grid()  # a bar alone would share its line with what follows
+        bar.add_row(ProgressBar(total=max(self.total, 1), completed=done, width=60))
+        parts: list[Any] = [head, bar, table]
         parts += [Text(line, style="red") for line in self.failures[-5:]]
         return Group(*parts)
 
 
 STYLES = {
-    TaskState.SUCCESS: "green", TaskState.FAILED: "bold red", TaskState.UPSTREAM_FAILED: "red",
-    TaskState.RUNNING: "yellow", TaskState.RETRYING: "magenta", TaskState.CANCELLED: "dim",
-    TaskState.SKIPPED: "cyan", TaskState.INTERRUPTED: "red",
+    TaskState.SUCCESS: "green",
+    TaskState.FAILED: "bold red",
+    TaskState.UPSTREAM_FAILED: "red",
+    TaskState.RUNNING: "yellow",
+    TaskState.RETRYING: "magenta",
+    TaskState.CANCELLED: "dim",
+    TaskState.SKIPPED: "cyan",
+    TaskState.INTERRUPTED: "red",
 }
 
 
 def summary(run_id: int, elapsed_s: float, outcome: RunOutcome) -> str:
     """Counts by state, then each task that did not succeed with its message and log."""
     counts = Counter(outcome.task_states.values())
-    lines = [f"run {run_id} {outcome.state} in {elapsed_s:.2f} s: "
-             + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))]
+    lines = [
+        f"run {run_id} {outcome.state} in {elapsed_s:.2f} s: "
+        + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+    ]
     for task_id, task_state in outcome.task_states.items():
         if task_state in (TaskState.FAILED, TaskState.INTERRUPTED):
             log = outcome.log_paths.get(task_id)
             shown = log if log and log.exists() else "no output"
-            lines.append(f"  {task_state} {task_id}: {outcome.messages.get(task_id, '')}"
-                         f"  (log: {shown})")
+            lines.append(
+                f"  {task_state} {task_id}: {outcome.messages.get(task_id, '')}  (log: {shown})"
+            )
     upstream = [t for t, s in outcome.task_states.items() if s is TaskState.UPSTREAM_FAILED]
     if upstream:
         more = f" and {len(upstream) - 10} more" if len(upstream) > 10 else ""

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from mflow.engine import Engine, RunOutcome
-from mflow.errors import EnvironmentFault
+from mflow.errors import EnvironmentFault, UsageError
+from mflow.flow import Flow
+from mflow.inputs import Inputs, load_inputs, open_run_writer
 from mflow.listener import Listeners, RunListener
 from mflow.logs import MasterLog
+from mflow.modelcheck import suggest
 from mflow.progress import LiveReporter, PlainReporter, summary
-from mflow.inputs import Inputs, open_run_writer
+from mflow.reaper import ReaperLink
+from mflow.resume import ResumePlan, plan_resume
 from mflow.settings import SettingsWatcher
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
 from mflow.store.rows import TaskRow
+from mflow.tasktypes.base import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -29,35 +37,126 @@ class RunResult:
     signal: int | None  # the signal that cancelled the run, if any
 
 
-def execute(inputs: Inputs, *, selected: Collection[str] | None = None,
-            live: bool | None = None) -> RunResult:
+def choose_tasks(
+    flow: Flow, *, task: str | None = None, from_: str | None = None, only: str | None = None
+) -> list[str] | None:
+    """The tasks a partial run runs (None: all). Unknown ids are a usage error."""
+    if sum(x is not None for x in (task, from_, only)) > 1:
+        raise UsageError("use one of --task, --from and --only")
+    if task is None and from_ is None and only is None:
+        return None
+    names = (
+        [task]
+        if task is not None
+        else [from_]
+        if from_ is not None
+        else [name.strip() for name in (only or "").split(",") if name.strip()]
+    )
+    option = "--task" if task is not None else "--from" if from_ is not None else "--only"
+    if not names:
+        raise UsageError(f"{option}: give at least one task id")
+    for name in names:
+        if name not in flow.tasks:
+            raise UsageError(
+                f"{option}: no task '{name}' in {flow.path}{suggest(name, flow.tasks)}"
+            )
+    if from_ is not None:
+        return [from_, *flow.graph.descendants([from_])]
+    return names
+
+
+def prepare_resume(
+    run_id: int, config: Path | None, taskfile: Path | None, *, force: bool
+) -> tuple[Inputs, ResumePlan]:
+    """Load the files of the run to resume (unless others are named) and plan the resume."""
+    from mflow.inputs import open_store
+    from mflow.settings import load_settings
+
+    settings = load_settings(config or Path("config.json"), required=config is not None)
+    store = open_store(settings)
+    store.reap_dead_runs()
+    run = store.get_run(run_id)
+    if run is not None and config is None and run["config_path"]:
+        config = Path(run["config_path"])
+    if run is not None and taskfile is None:
+        taskfile = Path(run["flow_path"])
+    inputs = load_inputs(
+        config or Path("config.json"), config is not None, taskfile or Path("tasks.json")
+    )
+    digests = {task_id: task_digest(spec) for task_id, spec in inputs.flow.tasks.items()}
+    tasks = store.task_rows(run_id) if run is not None else []
+    store.close()
+    return inputs, plan_resume(run, run_id, tasks, inputs.flow, digests, force=force)
+
+
+def task_rows(inputs: Inputs, task_ids: list[str]) -> list[TaskRow]:
+    """What the store keeps of each task, including what tells a later resume if it changed."""
+    flow = inputs.flow
+    defaults = inputs.settings.model
+    rows = []
+    for task_id in task_ids:
+        spec = flow.tasks[task_id]
+        retries = spec.retries if spec.retries is not None else defaults.default_retries
+        rows.append(
+            TaskRow(task_id, spec.type, retries + 1, json.dumps(spec.depends), task_digest(spec))
+        )
+    return rows
+
+
+def task_digest(spec: TaskSpec) -> str:
+    return hashlib.blake2b(spec.model_dump_json().encode(), digest_size=8).hexdigest()
+
+
+def execute(
+    inputs: Inputs,
+    *,
+    selected: Collection[str] | None = None,
+    skipped: Collection[str] = (),
+    resumed_from: int | None = None,
+    live: bool | None = None,
+) -> RunResult:
     store = open_run_writer(inputs.settings)
     flow = inputs.flow
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
-    run_id = store.create_run(flow.path, inputs.settings.source,
-                              [TaskRow(t, flow.tasks[t].type) for t in task_ids])
+    run_id = store.create_run(
+        flow.path, inputs.settings.source, task_rows(inputs, task_ids), resumed_from=resumed_from
+    )
     if live is None:
         live = sys.stdout.isatty()
     reporter: RunListener = LiveReporter(run_id, len(task_ids)) if live else PlainReporter(run_id)
     master = MasterLog(inputs.settings.log_directory, run_id)
-    master.write(f"started: task file {flow.path}, {len(task_ids)} tasks")
+    resuming = f", resuming run {resumed_from}" if resumed_from is not None else ""
+    master.write(f"started: task file {flow.path}, {len(task_ids)} tasks{resuming}")
     recorder = Recorder(store, run_id)
-    listener = Listeners([recorder, master, reporter])
-    engine = Engine(flow, inputs.types, SettingsWatcher(inputs.settings), listener, run_id,
-                    selected=selected)
+    reaper = ReaperLink()
+    listener = Listeners([recorder, reaper, master, reporter])
+    engine = Engine(
+        flow,
+        inputs.types,
+        SettingsWatcher(inputs.settings),
+        listener,
+        run_id,
+        selected=selected,
+        skipped=skipped,
+    )
     started = time.monotonic()
     # Tasks run in the task file's folder; being there already lets them start without
     # a chdir in each child (which would rule out posix_spawn, the fastest spawn).
     os.chdir(flow.folder)
-    print(f"run {run_id}: {len(task_ids)} tasks from {flow.path}", flush=True)
+    print(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}", flush=True)
     received: list[int] = []
-    outcome = asyncio.run(_run_with_signals(engine, received))
+    try:
+        outcome = asyncio.run(_run_with_signals(engine, received))
+    finally:
+        reaper.close()
     reporter.flush()
     print(summary(run_id, time.monotonic() - started, outcome), flush=True)
     store.close()
     if recorder.error is not None:
-        raise EnvironmentFault(f"{recorder.error}; the last state changes of run {run_id} were "
-                               f"not recorded (they are in {master.path})")
+        raise EnvironmentFault(
+            f"{recorder.error}; the last state changes of run {run_id} were "
+            f"not recorded (they are in {master.path})"
+        )
     return RunResult(run_id, outcome, received[0] if received else None)
 
 
@@ -66,7 +165,10 @@ async def _run_with_signals(engine: Engine, received: list[int]) -> RunOutcome:
 
     def on_signal(signum: int) -> None:
         received.append(signum)
-        engine.cancel()
+        if len(received) == 1:
+            engine.cancel()  # SIGTERM to every running group, SIGKILL after the grace
+        else:
+            engine.kill_now()  # a second Ctrl-C: no more waiting
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)

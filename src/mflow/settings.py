@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
-from mflow.documents import Document, load_document
+from mflow.documents import load_document
 from mflow.envvars import EnvBlock, expand, unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.modelcheck import check_model
@@ -26,7 +26,9 @@ class SettingsModel(BaseModel):
     backend: str | None = None
     default_retries: int = Field(default=0, ge=0)
     default_retry_delay: float = Field(default=10.0, ge=0)
+    default_retry_backoff: float = Field(default=1.0, ge=1)
     default_timeout: PositiveFloat | None = None
+    kill_grace: float = Field(default=10.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ def load_settings(path: Path, *, required: bool) -> Settings:
         return Settings(None, model, (Path.cwd() / model.log_directory), {})
     doc = load_document(path, "config file")
     if not isinstance(doc.data, dict):
-        raise InvalidFilesError([doc.problem(message="config file must hold a JSON object { ... }")])
+        raise InvalidFilesError(
+            [doc.problem(message="config file must hold a JSON object { ... }")]
+        )
     model, problems, warnings = check_model(doc, SettingsModel, doc.data, ())
     if model is None:
         raise InvalidFilesError(problems)
@@ -60,8 +64,13 @@ def load_settings(path: Path, *, required: bool) -> Settings:
     for name, value in model.env.items():
         missing = unset_names(value, variables)
         if missing:
-            problems.append(doc.problem("env", key=f"env.{name}",
-                                        message=f"${{{missing[0]}}} is not set in the environment"))
+            problems.append(
+                doc.problem(
+                    "env",
+                    key=f"env.{name}",
+                    message=f"${{{missing[0]}}} is not set in the environment",
+                )
+            )
             continue
         env[name] = variables[name] = expand(value, variables)
     if problems:

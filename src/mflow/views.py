@@ -39,27 +39,35 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_json(run: dict[str, Any], tasks: list[dict[str, Any]],
-                attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def status_json(
+    run: dict[str, Any], tasks: list[dict[str, Any]], attempts: list[dict[str, Any]]
+) -> dict[str, Any]:
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in attempts:
-        by_task.setdefault(row["task_id"], []).append({
-            "attempt": row["attempt"],
-            "state": row["state"],
-            "started_at": _iso(row["started_at"]),
-            "ended_at": _iso(row["ended_at"]),
-            "duration_s": _duration(row["started_at"], row["ended_at"]),
-            "exit_code": row["exit_code"],
-            "message": row["message"],
-            "pid": row["pid"],
-            "host": row["host"],
-            "log_path": row["log_path"],
-        })
+        by_task.setdefault(row["task_id"], []).append(
+            {
+                "attempt": row["attempt"],
+                "state": row["state"],
+                "started_at": _iso(row["started_at"]),
+                "ended_at": _iso(row["ended_at"]),
+                "duration_s": _duration(row["started_at"], row["ended_at"]),
+                "exit_code": row["exit_code"],
+                "message": row["message"],
+                "pid": row["pid"],
+                "host": row["host"],
+                "log_path": row["log_path"],
+            }
+        )
     return {
         **run_json(run),
         "tasks": [
-            {"task_id": task["task_id"], "type": task["task_type"], "state": task["state"],
-             "attempts": by_task.get(task["task_id"], []), "message": task["message"]}
+            {
+                "task_id": task["task_id"],
+                "type": task["task_type"],
+                "state": task["state"],
+                "attempts": by_task.get(task["task_id"], []),
+                "message": task["message"],
+            }
             for task in tasks
         ],
     }
@@ -68,49 +76,63 @@ def status_json(run: dict[str, Any], tasks: list[dict[str, Any]],
 def runs_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs recorded yet"
-    lines = [f"{'RUN':>6}  {'STATE':<11} {'STARTED (UTC)':<23} {'DURATION':>9}  {'TASKS':<28} FLOW"]
+    lines = [f"{'RUN':>6}  {'STATE':<11} {'STARTED (UTC)':<23} {'DURATION':>9}  {'TASKS':<34} FLOW"]
     for row in rows:
         counts = ", ".join(f"{n} {s}" for s, n in row["task_states"].items())
         duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-"
-        lines.append(f"{row['run_id']:>6}  {row['state']:<11} {row['started_at'][:23]:<23} "
-                     f"{duration:>9}  {counts:<28} {row['flow_path']}")
+        lines.append(
+            f"{row['run_id']:>6}  {row['state']:<11} {row['started_at'][:23]:<23} "
+            f"{duration:>9}  {counts:<34} {row['flow_path']}"
+        )
     return "\n".join(lines)
 
 
 def status_text(data: dict[str, Any]) -> str:
     duration = f"{data['duration_s']:.2f} s" if data["duration_s"] is not None else "running"
-    lines = [f"run {data['run_id']} {data['state']}  {data['flow_path']}",
-             f"started {data['started_at']}  {duration}  pid {data['pid']} on {data['host']}"]
+    lines = [
+        f"run {data['run_id']} {data['state']}  {data['flow_path']}",
+        f"started {data['started_at']}  {duration}  pid {data['pid']} on {data['host']}",
+    ]
     if data["message"]:
         lines.append(data["message"])
     width = max([len(t["task_id"]) for t in data["tasks"]] + [4])
-    lines.append(f"{'TASK':<{width}}  {'STATE':<15} {'TRY':>3} {'EXIT':>4} {'TIME':>8}  MESSAGE / LOG")
+    lines.append(
+        f"{'TASK':<{width}}  {'STATE':<15} {'TRY':>5} {'EXIT':>4} {'TIME':>8}  MESSAGE / LOG"
+    )
     for task in data["tasks"]:
         last = task["attempts"][-1] if task["attempts"] else {}
         exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
         took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
         detail = task["message"] or last.get("log_path") or ""
-        lines.append(f"{task['task_id']:<{width}}  {task['state']:<15} {len(task['attempts']):>3} "
-                     f"{exit_code:>4} {took:>8}  {detail}")
+        tries = f"{len(task['attempts'])}/{task['max_attempts']}"
+        lines.append(
+            f"{task['task_id']:<{width}}  {task['state']:<15} {tries:>5} "
+            f"{exit_code:>4} {took:>8}  {detail}"
+        )
     return "\n".join(lines)
 
 
-def log_chunks(store: Any, run_id: int, task_id: str, attempt: int | None,
-               follow: bool) -> Iterator[bytes]:
+def log_chunks(
+    store: Any, run_id: int, task_id: str, attempt: int | None, follow: bool
+) -> Iterator[bytes]:
     """The bytes of a task attempt's log; with `follow`, more as they come until it ends."""
     rows = store.attempt_rows(run_id, task_id)
     if not rows:
         if store.get_run(run_id) is None:
             raise UsageError(f"no run {run_id}; `mflow runs` lists the runs")
-        raise UsageError(f"task '{task_id}' of run {run_id} has not started (no log yet); "
-                         f"`mflow status {run_id}` shows its state")
+        raise UsageError(
+            f"task '{task_id}' of run {run_id} has not started (no log yet); "
+            f"`mflow status {run_id}` shows its state"
+        )
     if attempt is None:
         row = max(rows, key=lambda r: r["attempt"])
     else:
         row = next((r for r in rows if r["attempt"] == attempt), None)
         if row is None:
-            raise UsageError(f"task '{task_id}' of run {run_id} has attempts "
-                             f"{', '.join(str(r['attempt']) for r in rows)}, not {attempt}")
+            raise UsageError(
+                f"task '{task_id}' of run {run_id} has attempts "
+                f"{', '.join(str(r['attempt']) for r in rows)}, not {attempt}"
+            )
     path = row["log_path"]
     try:
         log = open(path, "rb")  # noqa: SIM115

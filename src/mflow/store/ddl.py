@@ -20,8 +20,10 @@ PACKAGED_SQLITE = Path(__file__).with_name("sqlite_schema.sql")
 
 def render(dialect_name: str, *, if_not_exists: bool = False) -> str:
     dialect = DIALECTS[dialect_name].dialect()
-    statements = [f"-- mflow state schema, version {SCHEMA_VERSION}, for {dialect_name}"
-                  " (generated from src/mflow/store/tables.py)"]
+    statements = [
+        f"-- mflow state schema, version {SCHEMA_VERSION}, for {dialect_name}"
+        " (generated from src/mflow/store/tables.py)"
+    ]
     for table in t.metadata.sorted_tables:
         ddl = CreateTable(table, if_not_exists=if_not_exists).compile(dialect=dialect)
         statements.append(str(ddl).strip() + ";")
@@ -29,8 +31,9 @@ def render(dialect_name: str, *, if_not_exists: bool = False) -> str:
             create = CreateIndex(index, if_not_exists=if_not_exists).compile(dialect=dialect)
             statements.append(str(create).strip() + ";")
     insert = "INSERT OR IGNORE" if if_not_exists else "INSERT"
-    statements.append(f"{insert} INTO mf_meta (name, val) VALUES ('schema_version', "
-                      f"'{SCHEMA_VERSION}');")
+    statements.append(
+        f"{insert} INTO mf_meta (name, val) VALUES ('schema_version', '{SCHEMA_VERSION}');"
+    )
     return "\n\n".join(statements) + "\n"
 
 

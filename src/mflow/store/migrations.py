@@ -37,9 +37,9 @@ def _upgrade(conn: Connection) -> None:
     if version > SCHEMA_VERSION:
         raise EnvironmentFault(
             f"the state database has schema version {version}, newer than this mflow "
-            f"understands ({SCHEMA_VERSION}); upgrade mflow")
+            f"understands ({SCHEMA_VERSION}); upgrade mflow"
+        )
     while version < SCHEMA_VERSION:
         MIGRATIONS[version](conn)
         version += 1
-    conn.execute(update(t.meta).where(t.meta.c.name == "schema_version")
-                 .values(val=str(version)))
+    conn.execute(update(t.meta).where(t.meta.c.name == "schema_version").values(val=str(version)))

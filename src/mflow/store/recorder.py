@@ -23,9 +23,14 @@ HEARTBEAT_S = 5.0  # an idle run still says it is alive this often
 class RunWriter(Protocol):
     """What the recorder needs of a store: StateStore, or SqliteRunWriter on the run path."""
 
-    def write_batch(self, run_id: int, new_attempts: list[dict[str, Any]],
-                    changed_attempts: list[dict[str, Any]], task_changes: list[dict[str, Any]],
-                    run_end: tuple[RunState, str | None] | None = None) -> None: ...
+    def write_batch(
+        self,
+        run_id: int,
+        new_attempts: list[dict[str, Any]],
+        changed_attempts: list[dict[str, Any]],
+        task_changes: list[dict[str, Any]],
+        run_end: tuple[RunState, str | None] | None = None,
+    ) -> None: ...
 
 
 class Recorder(RunListener):
@@ -41,22 +46,34 @@ class Recorder(RunListener):
 
     def attempt_started(self, task_id: str, attempt: int, log_path: Path) -> None:
         self._new[(task_id, attempt)] = {
-            "task_id": task_id, "attempt": attempt, "state": TaskState.RUNNING,
-            "started_at": utcnow(), "ended_at": None, "exit_code": None, "message": None,
-            "pid": None, "host": HOST, "log_path": str(log_path),
+            "task_id": task_id,
+            "attempt": attempt,
+            "state": TaskState.RUNNING,
+            "started_at": utcnow(),
+            "ended_at": None,
+            "exit_code": None,
+            "message": None,
+            "pid": None,
+            "host": HOST,
+            "log_path": str(log_path),
         }
 
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
         self._row(task_id, attempt)["pid"] = pid
 
-    def attempt_ended(self, task_id: str, attempt: int, state: TaskState,
-                      exit_code: int | None, message: str) -> None:
+    def attempt_ended(
+        self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
+    ) -> None:
         row = self._row(task_id, attempt)
         row.update(state=state, ended_at=utcnow(), exit_code=exit_code, message=message or None)
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
-        self._tasks[task_id] = {"b_task": task_id, "state": state, "attempts": attempt,
-                                "message": message[:2000] or None}
+        self._tasks[task_id] = {
+            "b_task": task_id,
+            "state": state,
+            "attempts": attempt,
+            "message": message[:2000] or None,
+        }
 
     def run_ended(self, state: RunState, message: str | None = None) -> None:
         self._run_end = (state, message)
@@ -78,9 +95,13 @@ class Recorder(RunListener):
         if idle and now - self._written_at < HEARTBEAT_S:
             return
         try:
-            self.store.write_batch(self.run_id, list(self._new.values()),
-                                   list(self._changed.values()), list(self._tasks.values()),
-                                   self._run_end)
+            self.store.write_batch(
+                self.run_id,
+                list(self._new.values()),
+                list(self._changed.values()),
+                list(self._tasks.values()),
+                self._run_end,
+            )
         except EnvironmentFault as exc:
             # Keep everything buffered and try again at the next flush; the run goes on.
             self.error = exc

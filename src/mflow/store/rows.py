@@ -27,3 +27,6 @@ class TaskRow:
 
     task_id: str
     task_type: str
+    max_attempts: int = 1
+    depends_on: str = "[]"  # JSON
+    digest: str = ""

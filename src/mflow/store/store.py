@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from mflow.errors import EnvironmentFault
+from mflow.liveness import same_process, signal_group
 from mflow.states import RunState, TaskState
 from mflow.store import tables as t
 from mflow.store.rows import HOST, TaskRow, utcnow
+
+# A run on another host whose heartbeat is older than this is taken for dead.
+STALE_AFTER_S = 120.0
+
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
@@ -36,8 +42,9 @@ class StateStore:
             self.engine = _make_engine(url)
             self._ensure_schema()
         except (SQLAlchemyError, OSError) as exc:
-            raise EnvironmentFault(f"cannot use the state database {safe_url(url)}: "
-                                   f"{_reason(exc)}") from None
+            raise EnvironmentFault(
+                f"cannot use the state database {safe_url(url)}: {_reason(exc)}"
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -49,51 +56,158 @@ class StateStore:
         ensure_schema(self.engine)
 
     # -- writes ---------------------------------------------------------------------------
-    def create_run(self, flow_path: Path, config_path: Path | None, task_rows: Sequence[TaskRow],
-                   *, parent_run_id: int | None = None, parent_task_id: str | None = None) -> int:
+    def create_run(
+        self,
+        flow_path: Path,
+        config_path: Path | None,
+        task_rows: Sequence[TaskRow],
+        *,
+        parent_run_id: int | None = None,
+        parent_task_id: str | None = None,
+        resumed_from: int | None = None,
+    ) -> int:
         now = utcnow()
         with self.engine.begin() as conn:
-            run_id = conn.execute(insert(t.runs).values(
-                flow_path=str(flow_path), config_path=str(config_path) if config_path else None,
-                state=RunState.RUNNING, started_at=now, heartbeat_at=now, pid=os.getpid(),
-                host=HOST, task_count=len(task_rows), parent_run_id=parent_run_id,
-                parent_task_id=parent_task_id,
-            )).inserted_primary_key[0]
+            run_id = conn.execute(
+                insert(t.runs).values(
+                    flow_path=str(flow_path),
+                    config_path=str(config_path) if config_path else None,
+                    state=RunState.RUNNING,
+                    started_at=now,
+                    heartbeat_at=now,
+                    pid=os.getpid(),
+                    host=HOST,
+                    task_count=len(task_rows),
+                    parent_run_id=parent_run_id,
+                    parent_task_id=parent_task_id,
+                    resumed_from=resumed_from,
+                )
+            ).inserted_primary_key[0]
             if task_rows:
-                conn.execute(insert(t.tasks), [
-                    {"run_id": run_id, "task_id": row.task_id, "position": position,
-                     "task_type": row.task_type, "state": TaskState.PENDING, "attempts": 0,
-                     "updated_at": now}
-                    for position, row in enumerate(task_rows)
-                ])
+                conn.execute(
+                    insert(t.tasks),
+                    [
+                        {
+                            "run_id": run_id,
+                            "task_id": row.task_id,
+                            "position": position,
+                            "task_type": row.task_type,
+                            "state": TaskState.PENDING,
+                            "attempts": 0,
+                            "max_attempts": row.max_attempts,
+                            "updated_at": now,
+                            "depends_on": row.depends_on,
+                            "digest": row.digest,
+                        }
+                        for position, row in enumerate(task_rows)
+                    ],
+                )
         return int(run_id)
 
-    def write_batch(self, run_id: int, new_attempts: list[dict[str, Any]],
-                    changed_attempts: list[dict[str, Any]], task_changes: list[dict[str, Any]],
-                    run_end: tuple[RunState, str | None] | None = None) -> None:
+    def write_batch(
+        self,
+        run_id: int,
+        new_attempts: list[dict[str, Any]],
+        changed_attempts: list[dict[str, Any]],
+        task_changes: list[dict[str, Any]],
+        run_end: tuple[RunState, str | None] | None = None,
+    ) -> None:
         """One transaction for everything the recorder buffered; also beats the heartbeat."""
         try:
             self._write_batch(run_id, new_attempts, changed_attempts, task_changes, run_end)
         except SQLAlchemyError as exc:
-            raise EnvironmentFault(f"cannot write to the state database {safe_url(self.url)}: "
-                                   f"{_reason(exc)}") from None
+            raise EnvironmentFault(
+                f"cannot write to the state database {safe_url(self.url)}: {_reason(exc)}"
+            ) from None
 
-    def _write_batch(self, run_id: int, new_attempts: list[dict[str, Any]],
-                     changed_attempts: list[dict[str, Any]], task_changes: list[dict[str, Any]],
-                     run_end: tuple[RunState, str | None] | None) -> None:
+    def _write_batch(
+        self,
+        run_id: int,
+        new_attempts: list[dict[str, Any]],
+        changed_attempts: list[dict[str, Any]],
+        task_changes: list[dict[str, Any]],
+        run_end: tuple[RunState, str | None] | None,
+    ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             if new_attempts:
-                conn.execute(insert(t.attempts), [{"run_id": run_id, **row} for row in new_attempts])
+                conn.execute(
+                    insert(t.attempts), [{"run_id": run_id, **row} for row in new_attempts]
+                )
             for rows in _by_keys(changed_attempts):  # executemany wants one shape per call
                 conn.execute(_update_attempt, [{"b_run": run_id, **row} for row in rows])
             if task_changes:
-                conn.execute(_update_task, [{"b_run": run_id, "updated_at": now, **row}
-                                            for row in task_changes])
+                conn.execute(
+                    _update_task,
+                    [{"b_run": run_id, "updated_at": now, **row} for row in task_changes],
+                )
             values: dict[str, Any] = {"heartbeat_at": now}
             if run_end is not None:
                 values.update(state=run_end[0], ended_at=now, message=run_end[1])
             conn.execute(update(t.runs).where(t.runs.c.run_id == run_id).values(**values))
+
+    # -- dead runs ------------------------------------------------------------------------
+    def reap_dead_runs(self, stale_after_s: float = STALE_AFTER_S) -> list[int]:
+        """Mark INTERRUPTED every RUNNING run whose mflow is gone, and kill the task groups
+        it left on this host. A run on another host is gone when its heartbeat is stale."""
+        now = utcnow()
+        query = select(
+            t.runs.c.run_id, t.runs.c.pid, t.runs.c.host, t.runs.c.started_at, t.runs.c.heartbeat_at
+        ).where(t.runs.c.state == RunState.RUNNING)
+        with self.engine.connect() as conn:
+            candidates = conn.execute(query).all()
+        dead = []
+        for run_id, pid, host, started_at, heartbeat_at in candidates:
+            if host == HOST:
+                alive = same_process(pid, started_at)
+            else:
+                alive = heartbeat_at is not None and (
+                    (now - heartbeat_at).total_seconds() < stale_after_s
+                )
+            if not alive and self._mark_interrupted(run_id, pid, host, heartbeat_at or now):
+                dead.append(run_id)
+        return dead
+
+    def _mark_interrupted(self, run_id: int, pid: int | None, host: str | None,
+                          last_seen: Any) -> bool:
+        now = last_seen  # its last heartbeat: when it was last known alive
+        lost = "lost: the mflow running it died"
+        with self.engine.begin() as conn:
+            # Compare-and-swap: of several mflow finding the same dead run, one fixes it up.
+            claimed = conn.execute(
+                update(t.runs)
+                .where(t.runs.c.run_id == run_id)
+                .where(t.runs.c.state == RunState.RUNNING)
+                .values(
+                    state=RunState.INTERRUPTED,
+                    ended_at=now,
+                    message=f"mflow (pid {pid} on {host}) died during the run",
+                )
+            ).rowcount
+            if not claimed:
+                return False
+            attempts = conn.execute(
+                select(t.attempts.c.pid, t.attempts.c.started_at)
+                .where(t.attempts.c.run_id == run_id)
+                .where(t.attempts.c.state == TaskState.RUNNING)
+            ).all()
+            if host == HOST:
+                for task_pid, started_at in attempts:
+                    if same_process(task_pid, started_at):
+                        signal_group(task_pid, signal.SIGKILL)
+            conn.execute(
+                update(t.attempts)
+                .where(t.attempts.c.run_id == run_id)
+                .where(t.attempts.c.state == TaskState.RUNNING)
+                .values(state=TaskState.INTERRUPTED, ended_at=now, message=lost)
+            )
+            conn.execute(
+                update(t.tasks)
+                .where(t.tasks.c.run_id == run_id)
+                .where(t.tasks.c.state.in_([TaskState.RUNNING, TaskState.RETRYING]))
+                .values(state=TaskState.INTERRUPTED, updated_at=now, message=lost)
+            )
+        return True
 
     # -- reads ----------------------------------------------------------------------------
     def list_runs(self, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
@@ -134,9 +248,11 @@ class StateStore:
         run_ids = list(run_ids)
         if not run_ids:
             return {}
-        query = (select(t.tasks.c.run_id, t.tasks.c.state, func.count())
-                 .where(t.tasks.c.run_id.in_(run_ids))
-                 .group_by(t.tasks.c.run_id, t.tasks.c.state))
+        query = (
+            select(t.tasks.c.run_id, t.tasks.c.state, func.count())
+            .where(t.tasks.c.run_id.in_(run_ids))
+            .group_by(t.tasks.c.run_id, t.tasks.c.state)
+        )
         counts: dict[int, dict[str, int]] = {}
         for run_id, state, count in conn.execute(query):
             counts.setdefault(run_id, {})[state] = count

@@ -13,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -43,6 +44,7 @@ runs = Table(
     Column("task_count", Integer, nullable=False),
     Column("parent_run_id", Integer),
     Column("parent_task_id", String(255)),
+    Column("resumed_from", Integer),  # the run this one resumes
     Column("message", String(2000)),
 )
 Index("mf_runs_state", runs.c.state)
@@ -57,8 +59,11 @@ tasks = Table(
     Column("task_type", String(64), nullable=False),
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),  # 1 + retries
     Column("updated_at", Timestamp, nullable=False),
     Column("message", String(2000)),
+    Column("depends_on", Text),  # JSON list of ids, to tell whether a resume is safe
+    Column("digest", String(64)),  # of the task's definition, likewise
 )
 
 # Every attempt of every task, append-only: a retry is a new row, never an overwrite.

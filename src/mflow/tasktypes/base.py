@@ -20,8 +20,7 @@ class TaskSpec(BaseModel):
     """Keys common to every task type. A type subclasses this with its own keys."""
 
     # defer_build: a schema is built on first use, so types a flow does not use cost nothing.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
-                              defer_build=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     id: str
     type: str
@@ -29,6 +28,7 @@ class TaskSpec(BaseModel):
     env: EnvBlock = Field(default_factory=dict)
     retries: int | None = Field(default=None, ge=0)
     retry_delay: float | None = Field(default=None, ge=0)
+    retry_backoff: float | None = Field(default=None, ge=1)
     timeout: PositiveFloat | None = None
     description: str | None = None
 
@@ -44,6 +44,7 @@ class TaskContext:
     cwd: Path
     env: dict[str, str]
     on_process: Callable[[int], None] = field(default=lambda pid: None)
+    kill_grace_s: float = 10.0  # after SIGTERM, how long before SIGKILL
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ _PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./:,+@%=-]+(?: +[A-Za-z0-9_./:,+@%=-]+)
 
 # Builtins and keywords behave differently from (or have no) programs of the same name;
 # `true` and `false` are absent because /usr/bin/true and /usr/bin/false are identical.
-_BASH_WORDS = frozenset("""
+_BASH_WORDS = frozenset(
+    """
 ! [[ ]] case coproc do done elif else esac fi for function if in select then time until while
 . : [ alias bg bind break builtin caller cd command compgen complete compopt continue declare
 dirs disown echo enable eval exec exit export fc fg getopts hash help history jobs kill let
 local logout mapfile popd printf pushd pwd read readarray readonly return set shift shopt
 source suspend test times trap type typeset ulimit umask unalias unset wait
-""".split())
+""".split()
+)
 
 
 class BashSpec(TaskSpec):

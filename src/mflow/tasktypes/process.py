@@ -18,9 +18,9 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from mflow.liveness import signal_group
 from mflow.tasktypes.base import TaskContext, TaskResult
 
-KILL_GRACE_S = 10.0
 _CHUNK = 1 << 20
 _DEVNULL: int | None = None
 _WHICH: dict[tuple[str, str], str] = {}
@@ -46,8 +46,7 @@ def resolve_program(name: str, env: dict[str, str]) -> str | None:
     return found
 
 
-async def run_process(argv: Sequence[str], ctx: TaskContext, *,
-                      kill_grace_s: float = KILL_GRACE_S) -> TaskResult:
+async def run_process(argv: Sequence[str], ctx: TaskContext) -> TaskResult:
     program = resolve_program(argv[0], ctx.env)
     if program is None:
         return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError())
@@ -64,7 +63,7 @@ async def run_process(argv: Sequence[str], ctx: TaskContext, *,
     try:
         returncode = await child.done
     except asyncio.CancelledError:
-        await child.stop(kill_grace_s)
+        await child.stop(ctx.kill_grace_s)
         raise
     return result_of(returncode)
 
@@ -72,15 +71,29 @@ async def run_process(argv: Sequence[str], ctx: TaskContext, *,
 def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:
     if str(ctx.cwd) == os.getcwd():
         # posix_spawn: the cheapest way to start a process from Python (vfork + exec).
-        return os.posix_spawn(program, list(argv), ctx.env, setpgroup=0, file_actions=[
-            (os.POSIX_SPAWN_DUP2, _devnull(), 0),
-            (os.POSIX_SPAWN_DUP2, out_fd, 1),
-            (os.POSIX_SPAWN_DUP2, out_fd, 2),
-        ])
+        return os.posix_spawn(
+            program,
+            list(argv),
+            ctx.env,
+            setpgroup=0,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                (os.POSIX_SPAWN_DUP2, out_fd, 1),
+                (os.POSIX_SPAWN_DUP2, out_fd, 2),
+            ],
+        )
     import subprocess  # posix_spawn cannot change directory
 
-    return subprocess.Popen(list(argv), executable=program, stdin=_devnull(), stdout=out_fd,
-                            stderr=out_fd, cwd=ctx.cwd, env=ctx.env, process_group=0).pid
+    return subprocess.Popen(
+        list(argv),
+        executable=program,
+        stdin=_devnull(),
+        stdout=out_fd,
+        stderr=out_fd,
+        cwd=ctx.cwd,
+        env=ctx.env,
+        process_group=0,
+    ).pid
 
 
 class _Child:
@@ -115,8 +128,9 @@ class _Child:
             # Readable also means end-of-file: only the first real byte creates the log.
             data = os.read(self._read_fd, _CHUNK)
             if data:
-                self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                                       0o644)
+                self._log_fd = os.open(
+                    self._log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
                 os.lseek(self._log_fd, 0, os.SEEK_END)
                 os.write(self._log_fd, data)
                 return
@@ -164,13 +178,6 @@ class _Child:
                 signal_group(self.pid, signal.SIGKILL)
         while self.returncode is None or self._read_fd is not None:
             await self._changed()
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def result_of(returncode: int) -> TaskResult:

@@ -1,0 +1,76 @@
+"""`--resume RUN`: which tasks to run again, and whether the task file still fits that run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mflow.errors import UsageError
+from mflow.flow import Flow
+from mflow.states import RunState, TaskState
+
+
+@dataclass
+class ResumePlan:
+    run_id: int
+    task_ids: list[str]  # the resumed run's tasks, in file order
+    skipped: set[str]  # those that already succeeded there
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_resume(
+    run: dict[str, Any] | None,
+    run_id: int,
+    tasks: list[dict[str, Any]],
+    flow: Flow,
+    digests: dict[str, str],
+    *,
+    force: bool,
+) -> ResumePlan:
+    if run is None:
+        raise UsageError(f"no run {run_id} to resume; `mflow runs` lists the runs")
+    if run["state"] == RunState.RUNNING:
+        raise UsageError(
+            f"run {run_id} is still running (pid {run['pid']} on {run['host']}); "
+            "wait for it to end, or stop it first"
+        )
+    changes, notes = [], []
+    previous = {row["task_id"]: row for row in tasks}
+    for task_id, row in previous.items():
+        spec = flow.tasks.get(task_id)
+        if spec is None:
+            changes.append(f"task '{task_id}' was removed from the task file")
+            continue
+        old_deps = json.loads(row["depends_on"] or "[]")
+        if sorted(set(old_deps)) != sorted(set(spec.depends)):
+            changes.append(f"task '{task_id}': depends changed from {old_deps} to {spec.depends}")
+        elif row["digest"] and row["digest"] != digests[task_id]:
+            notes.append(
+                f"task '{task_id}' changed since run {run_id}"
+                + (
+                    "; it succeeded there and is not run again"
+                    if row["state"] in (TaskState.SUCCESS, TaskState.SKIPPED)
+                    else ""
+                )
+            )
+    added = [task_id for task_id in flow.tasks if task_id not in previous]
+    if added:
+        notes.append(
+            f"not part of run {run_id}, so not run: {', '.join(added[:10])}"
+            + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+        )
+    if changes and not force:
+        raise UsageError(
+            f"the task file changed since run {run_id}, so resuming it is unsafe:\n  "
+            + "\n  ".join(changes)
+            + "\nstart a new run, or resume anyway with --force"
+        )
+    notes += [f"resuming despite: {change}" for change in changes]
+    task_ids = [task_id for task_id in flow.tasks if task_id in previous]
+    skipped = {
+        task_id
+        for task_id in task_ids
+        if previous[task_id]["state"] in (TaskState.SUCCESS, TaskState.SKIPPED)
+    }
+    return ResumePlan(run_id, task_ids, skipped, notes)
