@@ -65,6 +65,7 @@ def status_json(
                 "task_id": task["task_id"],
                 "type": task["task_type"],
                 "state": task["state"],
+                "max_attempts": task["max_attempts"],
                 "attempts": by_task.get(task["task_id"], []),
                 "message": task["message"],
             }
