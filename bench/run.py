@@ -23,6 +23,7 @@ directory (and so its state DB, <log_directory>/mflow.db) is wiped before every 
 Target checks are printed as PASS/FAIL but are informational; the exit status is 1 only
 if some run exited non-zero (or timed out), 0 otherwise.
 """
+
 import argparse
 import json
 import os
@@ -49,12 +50,20 @@ def chain(n):
 
 
 def layered(layers=10, width=100):
-    return {f"l{k}_{i}": [f"l{k - 1}_{(i + j) % width}" for j in range(3)] if k else []
-            for k in range(layers) for i in range(width)}
+    return {
+        f"l{k}_{i}": [f"l{k - 1}_{(i + j) % width}" for j in range(3)] if k else []
+        for k in range(layers)
+        for i in range(width)
+    }
 
 
-DAGS = {"w0": lambda: wide(1), "w1": lambda: wide(1000), "w1_10k": lambda: wide(10000),
-        "w2": lambda: chain(CHAIN), "w3": layered}
+DAGS = {
+    "w0": lambda: wide(1),
+    "w1": lambda: wide(1000),
+    "w1_10k": lambda: wide(10000),
+    "w2": lambda: chain(CHAIN),
+    "w3": layered,
+}
 
 
 def write_files(out, name, deps):
@@ -92,8 +101,13 @@ def measure(argv, timeout):
     across exec into the child's ru_maxrss, so no peak below this script's own peak RSS
     can be seen; the summary prints that floor (the peak reported for `true`)."""
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     timer = threading.Timer(timeout, os.killpg, (p.pid, signal.SIGKILL))
     timer.start()
     try:
@@ -130,19 +144,25 @@ def run_series(jobs, n, warmup, timeout, failures, label):
 
 def summarize(runs):
     walls = [r[0] for r in runs]
-    return {"wall_median": statistics.median(walls), "wall_min": min(walls),
-            "wall_max": max(walls), "cpu_median": statistics.median(r[1] for r in runs),
-            "peak_mib": max(r[2] for r in runs), "failed_runs": sum(r[3] != 0 for r in runs),
-            "runs": [dict(zip(("wall", "cpu", "peak_mib", "rc"), r)) for r in runs]}
+    return {
+        "wall_median": statistics.median(walls),
+        "wall_min": min(walls),
+        "wall_max": max(walls),
+        "cpu_median": statistics.median(r[1] for r in runs),
+        "peak_mib": max(r[2] for r in runs),
+        "failed_runs": sum(r[3] != 0 for r in runs),
+        "runs": [dict(zip(("wall", "cpu", "peak_mib", "rc"), r, strict=True)) for r in runs],
+    }
 
 
 def bench(name, out, mflow, args, failures):
     deps = DAGS["w0" if name == "validate" else name]()
     taskfile, makefile, config, logdir = write_files(out, name, deps)
     cmd = "validate" if name == "validate" else "run"
-    jobs = {"make": (None, ["make", "-j2", "-f", makefile, "all"]),
-            "mflow": (lambda: reset(logdir),
-                      [mflow, cmd, "--config", config, "--taskfile", taskfile])}
+    jobs = {
+        "make": (None, ["make", "-j2", "-f", makefile, "all"]),
+        "mflow": (lambda: reset(logdir), [mflow, cmd, "--config", config, "--taskfile", taskfile]),
+    }
     if name == "validate":
         del jobs["make"]
     print(f"... {name} ({len(deps)} tasks)", file=sys.stderr, flush=True)
@@ -162,18 +182,36 @@ def fmt_wall(s):
 
 
 def print_table(rows):
-    head = ["workload", "tasks", "make wall s (min-max)", "mflow wall s (min-max)",
-            "mflow/make", "mflow MiB", "make MiB"]
+    head = [
+        "workload",
+        "tasks",
+        "make wall s (min-max)",
+        "mflow wall s (min-max)",
+        "mflow/make",
+        "mflow MiB",
+        "make MiB",
+    ]
     table = [head]
     for r in rows:
         mk, mf = r.get("make"), r.get("mflow")
-        table.append([r["workload"], str(r["tasks"]), fmt_wall(mk), fmt_wall(mf),
-                      f"{r['ratio']:.2f}" if "ratio" in r else "-",
-                      f"{mf['peak_mib']:.1f}", f"{mk['peak_mib']:.1f}" if mk else "-"])
+        table.append(
+            [
+                r["workload"],
+                str(r["tasks"]),
+                fmt_wall(mk),
+                fmt_wall(mf),
+                f"{r['ratio']:.2f}" if "ratio" in r else "-",
+                f"{mf['peak_mib']:.1f}",
+                f"{mk['peak_mib']:.1f}" if mk else "-",
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     for line in table:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(line, widths))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
 
 
 def print_overheads(by):
@@ -185,18 +223,22 @@ def print_overheads(by):
 
 def checks(by):
     """Informational targets -> [(description, True/False/None=not run)]; failed runs fail."""
+
     def get(w, f):
         r = by.get(w)
         if r is None:
             return None
         return not any(r[x]["failed_runs"] for x in ("make", "mflow") if x in r) and f(r)
+
     return [
         ("w1_10k mflow/make <= 1.5", get("w1_10k", lambda r: r["ratio"] <= 1.5)),
         ("w1_10k mflow peak < 100 MiB", get("w1_10k", lambda r: r["mflow"]["peak_mib"] < 100)),
         ("w1 mflow/make <= 2.0", get("w1", lambda r: r["ratio"] <= 2.0)),
         ("w2 mflow/make <= 2.5", get("w2", lambda r: r["ratio"] <= 2.5)),
-        ("validate (w0) median < 0.3 s",
-         get("validate", lambda r: r["mflow"]["wall_median"] < 0.3)),
+        (
+            "validate (w0) median < 0.3 s",
+            get("validate", lambda r: r["mflow"]["wall_median"] < 0.3),
+        ),
     ]
 
 
@@ -208,9 +250,11 @@ def find_mflow(given):
 
 
 def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.splitlines()[2:]))
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     ap.add_argument("-n", type=int, default=5, help="counted runs per runner (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="uncounted runs first (default 1)")
     ap.add_argument("--only", help="comma-separated subset of: " + ",".join(ALL))
@@ -220,8 +264,11 @@ def parse_args():
     ap.add_argument("--json", help="also write results as JSON to this file")
     ap.add_argument("--timeout", type=float, default=600, help="kill a run after this many s")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else [w for w in ALL if not
-                                                    (args.quick and w == "w1_10k")]
+    names = (
+        args.only.split(",")
+        if args.only
+        else [w for w in ALL if not (args.quick and w == "w1_10k")]
+    )
     bad = [w for w in names if w not in ALL]
     if bad:
         ap.error(f"unknown workload(s) {bad}; choose from {ALL}")
@@ -237,8 +284,10 @@ def main():
     args = parse_args()
     mflow = find_mflow(args.mflow)
     if not mflow or not os.access(mflow, os.X_OK):
-        sys.exit(f"mflow executable not found ({mflow or 'not next to python, not on PATH'});"
-                 " use --mflow PATH")
+        sys.exit(
+            f"mflow executable not found ({mflow or 'not next to python, not on PATH'});"
+            " use --mflow PATH"
+        )
     if not shutil.which("make"):
         sys.exit("make not found on PATH")
     out = os.path.abspath(args.out) if args.out else tempfile.mkdtemp(prefix="mflow-bench-")
@@ -259,12 +308,26 @@ def main():
     for desc, ok in results:
         print(f"{'SKIP' if ok is None else 'PASS' if ok else 'FAIL'}  {desc}")
     if args.json:
-        meta = {"mflow": mflow, "n": args.n, "warmup": args.warmup, "python": sys.version,
-                "platform": platform.platform(), "cpus": os.cpu_count(),
-                "rss_floor_mib": floor}
+        meta = {
+            "mflow": mflow,
+            "n": args.n,
+            "warmup": args.warmup,
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "rss_floor_mib": floor,
+        }
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows, "failures": failures,
-                       "checks": {d: ok for d, ok in results}}, f, indent=1)
+            json.dump(
+                {
+                    "meta": meta,
+                    "rows": rows,
+                    "failures": failures,
+                    "checks": {d: ok for d, ok in results},
+                },
+                f,
+                indent=1,
+            )
     if failures:
         print(f"\n!!! {len(failures)} run(s) FAILED (non-zero exit):", file=sys.stderr)
         for msg in failures:

@@ -34,6 +34,7 @@ CREATE TABLE mf_runs (
 	task_count INTEGER NOT NULL, 
 	parent_run_id INTEGER, 
 	parent_task_id VARCHAR2(255 CHAR), 
+	resumed_from INTEGER, 
 	message VARCHAR2(2000 CHAR), 
 	PRIMARY KEY (run_id)
 );
@@ -47,8 +48,11 @@ CREATE TABLE mf_tasks (
 	task_type VARCHAR2(64 CHAR) NOT NULL, 
 	state VARCHAR2(20 CHAR) NOT NULL, 
 	attempts INTEGER NOT NULL, 
+	max_attempts INTEGER NOT NULL, 
 	updated_at TIMESTAMP NOT NULL, 
 	message VARCHAR2(2000 CHAR), 
+	depends_on CLOB, 
+	digest VARCHAR2(64 CHAR), 
 	PRIMARY KEY (run_id, task_id)
 );
 

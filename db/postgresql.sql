@@ -34,6 +34,7 @@ CREATE TABLE mf_runs (
 	task_count INTEGER NOT NULL, 
 	parent_run_id INTEGER, 
 	parent_task_id VARCHAR(255), 
+	resumed_from INTEGER, 
 	message VARCHAR(2000), 
 	PRIMARY KEY (run_id)
 );
@@ -47,8 +48,11 @@ CREATE TABLE mf_tasks (
 	task_type VARCHAR(64) NOT NULL, 
 	state VARCHAR(20) NOT NULL, 
 	attempts INTEGER NOT NULL, 
+	max_attempts INTEGER NOT NULL, 
 	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
 	message VARCHAR(2000), 
+	depends_on TEXT, 
+	digest VARCHAR(64), 
 	PRIMARY KEY (run_id, task_id)
 );
 

@@ -233,7 +233,9 @@ class Engine:
             kill_grace_s=self.watcher.current.model.kill_grace,
         )
         self.listener.attempt_started(task_id, attempt, log_path)
-        self._set_state(task_id, TaskState.RUNNING)
+        max_attempts = self.max_attempts(task_id)
+        self._set_state(task_id, TaskState.RUNNING,
+                        f"attempt {attempt} of {max_attempts}" if max_attempts > 1 else "")
         timeout = spec.timeout or self.watcher.current.model.default_timeout
         try:
             if timeout:

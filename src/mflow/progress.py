@@ -26,8 +26,6 @@ class PlainReporter(RunListener):
         self.out.write(f"{self._clock.now()} {text}\n")
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
-        if state is TaskState.RUNNING and attempt > 1:
-            message = f"attempt {attempt}"
         self._line(f"{state:<15} {task_id}" + (f"  ({message})" if message else ""))
 
     def limit_changed(self, old: int, new: int) -> None:
@@ -51,7 +49,7 @@ class LiveReporter(RunListener):
         self.total = total
         self.console = Console()
         self.states: dict[str, TaskState] = {}
-        self.started: dict[str, tuple[float, int]] = {}
+        self.started: dict[str, tuple[float, str]] = {}
         self.failures: list[str] = []
         self.started_at = time.monotonic()
         self.live = Live(
@@ -62,7 +60,7 @@ class LiveReporter(RunListener):
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
         self.states[task_id] = state
         if state is TaskState.RUNNING:
-            self.started[task_id] = (time.monotonic(), attempt)
+            self.started[task_id] = (time.monotonic(), message)
         else:
             self.started.pop(task_id, None)
         if state in (TaskState.FAILED, TaskState.RETRYING):
@@ -88,8 +86,7 @@ class LiveReporter(RunListener):
             head.append(f"{state} {count}  ", style=STYLES.get(state, ""))
         table = Table(box=None, show_header=False, padding=(0, 1))
         now = time.monotonic()
-        for task_id, (since, attempt) in list(self.started.items())[:15]:
-            extra = f"attempt {attempt}" if attempt > 1 else ""
+        for task_id, (since, extra) in list(self.started.items())[:15]:
             table.add_row(Text("RUNNING", style="yellow"), task_id, f"{now - since:.1f} s", extra)
         if len(self.started) > 15:
             table.add_row("", f"... and {len(self.started) - 15} more", "", "")
