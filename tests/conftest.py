@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,10 @@ class Result:
     stderr: str
 
     def __str__(self) -> str:
-        return (f"$ mflow {' '.join(self.args)}\nexit code {self.returncode}\n"
-                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
+        return (
+            f"$ mflow {' '.join(self.args)}\nexit code {self.returncode}\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def problems(stderr: str) -> list[ReportedProblem]:
     for raw in stderr.splitlines():
         match = _PROBLEM.match(raw.strip())
         if match and not raw.startswith("warning"):
-            found.append(ReportedProblem(match["file"], int(match["line"]), int(match["col"]),
-                                         match["text"]))
+            found.append(
+                ReportedProblem(match["file"], int(match["line"]), int(match["col"]), match["text"])
+            )
     return found
 
 
@@ -164,10 +167,13 @@ class Background:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-            pytest.fail(f"mflow {' '.join(self.args)} did not end within {timeout} s:\n"
-                        f"{self._out.read_text()}\n{self._err.read_text()}")
-        return Result(self.args, self.popen.returncode, self._out.read_text(),
-                      self._err.read_text())
+            pytest.fail(
+                f"mflow {' '.join(self.args)} did not end within {timeout} s:\n"
+                f"{self._out.read_text()}\n{self._err.read_text()}"
+            )
+        return Result(
+            self.args, self.popen.returncode, self._out.read_text(), self._err.read_text()
+        )
 
 
 class Project:
@@ -176,10 +182,16 @@ class Project:
     def __init__(self, root: Path):
         self.root = root
         self._bg = 0
+        self._started: list[Background] = []
 
     # -- files ----------------------------------------------------------------------------
-    def write_config(self, config: dict[str, Any] | str | None = None, *,
-                     name: str = "config.json", **values: Any) -> Path:
+    def write_config(
+        self,
+        config: dict[str, Any] | str | None = None,
+        *,
+        name: str = "config.json",
+        **values: Any,
+    ) -> Path:
         """config.json: DEFAULT_CONFIG updated with `values`, or exactly `config`."""
         if config is None:
             config = {**DEFAULT_CONFIG, **values}
@@ -228,23 +240,53 @@ class Project:
         merged.update(env or {})
         return merged
 
-    def mflow(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-              timeout: float = 60) -> Result:
+    def mflow(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> Result:
         completed = subprocess.run(
-            [*MFLOW, *args], cwd=cwd or self.root, env=self._env(env), capture_output=True,
-            text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            [*MFLOW, *args],
+            cwd=cwd or self.root,
+            env=self._env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
         return Result(list(args), completed.returncode, completed.stdout, completed.stderr)
 
-    def start(self, *args: str, cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> Background:
+    def start(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Background:
         self._bg += 1
         out = self.root / f".mflow-bg-{self._bg}.out"
         err = self.root / f".mflow-bg-{self._bg}.err"
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            popen = subprocess.Popen([*MFLOW, *args], cwd=cwd or self.root, env=self._env(env),
-                                     stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-        return Background(list(args), popen, out, err)
+            popen = subprocess.Popen(
+                [*MFLOW, *args],
+                cwd=cwd or self.root,
+                env=self._env(env),
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        background = Background(list(args), popen, out, err)
+        self._started.append(background)
+        return background
+
+    def stop_background(self) -> None:
+        """End what a failed test left running: SIGTERM (mflow stops its tasks), then SIGKILL."""
+        for background in self._started:
+            if background.popen.poll() is None:
+                background.popen.terminate()
+                try:
+                    background.popen.wait(15)
+                except subprocess.TimeoutExpired:
+                    background.popen.kill()
+                    background.popen.wait()
 
     def run_ok(self, *args: str, **kwargs: Any) -> Result:
         result = self.mflow("run", *args, **kwargs)
@@ -260,6 +302,15 @@ class Project:
             return [dict(row) for row in conn.execute(sql, params)]
         finally:
             conn.close()
+
+    def db_when_ready(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """Like db(), for a run still going on: [] until the database and its tables exist."""
+        if not self.db_path.exists():
+            return []
+        try:
+            return self.db(sql, *params)
+        except sqlite3.OperationalError:  # created a moment ago: no tables yet
+            return []
 
     def last_run_id(self) -> int:
         rows = self.db("SELECT max(run_id) AS run_id FROM mf_runs")
@@ -277,11 +328,12 @@ class Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path) -> Iterator[Project]:
     """An empty project with the default config.json; write the task file in the test."""
     proj = Project(tmp_path)
     proj.write_config()
-    return proj
+    yield proj
+    proj.stop_background()
 
 
 @pytest.fixture

@@ -30,23 +30,29 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project with two finished runs: 1 succeeded, 2 failed (b exits 3)."""
     project = Project(tmp_path_factory.mktemp("history"))
     project.write_config()
-    project.write_tasks([
-        bash("hello", "echo hello from task; echo second line"),
-        bash("quiet", "true", "hello"),
-    ])
+    project.write_tasks(
+        [
+            bash("hello", "echo hello from task; echo second line"),
+            bash("quiet", "true", "hello"),
+        ]
+    )
     project.run_ok()
-    project.write_tasks([
-        bash("a", "echo output of a"),
-        bash("b", "echo boom; exit 3", "a"),
-        bash("c", "echo never", "b"),
-        bash("d", "echo independent"),
-    ], name="failing.json")
+    project.write_tasks(
+        [
+            bash("a", "echo output of a"),
+            bash("b", "echo boom; exit 3", "a"),
+            bash("c", "echo never", "b"),
+            bash("d", "echo independent"),
+        ],
+        name="failing.json",
+    )
     result = project.mflow("run", "--taskfile", "failing.json")
     assert_exit(result, 1)
     return project
 
 
 # -- running ------------------------------------------------------------------------------
+
 
 def test_default_command_is_run(project: Project) -> None:
     project.write_tasks([bash("a", "echo hi > a.txt"), bash("b", "cp a.txt b.txt", "a")])
@@ -80,11 +86,13 @@ def test_original_and_go_style_flags(project: Project, style: str) -> None:
 
 
 def test_task_option_runs_that_task_alone(project: Project) -> None:
-    project.write_tasks([
-        bash("a", "touch a.txt"),
-        bash("b", "touch b.txt", "a"),
-        bash("c", "touch c.txt", "b"),
-    ])
+    project.write_tasks(
+        [
+            bash("a", "touch a.txt"),
+            bash("b", "touch b.txt", "a"),
+            bash("c", "touch c.txt", "b"),
+        ]
+    )
     result = project.mflow("run", "--task", "b")
     assert_exit(result, 0)
     assert [p.name for p in project.root.glob("?.txt")] == ["b.txt"]
@@ -134,6 +142,7 @@ def test_unknown_option_exits_2(project: Project) -> None:
 
 # -- validate and graph ---------------------------------------------------------------------
 
+
 def test_validate_ok(project: Project) -> None:
     project.write_tasks(DIAMOND)
     result = project.mflow("validate")
@@ -153,8 +162,10 @@ def test_graph_text(project: Project) -> None:
     result = project.mflow("graph")
     assert_exit(result, 0)
     lines = result.stdout.splitlines()
-    position = {task: next(i for i, line in enumerate(lines)
-                           if re.match(rf"\s*{task}\b", line)) for task in "abcd"}
+    position = {
+        task: next(i for i, line in enumerate(lines) if re.match(rf"\s*{task}\b", line))
+        for task in "abcd"
+    }
     for dep, task in EDGES:
         assert position[dep] < position[task], result.stdout
     d_line = lines[position["d"]]
@@ -178,8 +189,10 @@ def test_graph_mermaid(project: Project) -> None:
     assert re.match(r"(flowchart|graph) ", result.stdout.lstrip())
     # nodes may be given ids with the task id as label: map them back
     labels = dict(re.findall(r'(\w+)\["?([^"\]]+)"?\]', result.stdout))
-    edges = {(labels.get(a, a), labels.get(b, b))
-             for a, b in re.findall(r"(\w+)\s*-->\s*(\w+)", result.stdout)}
+    edges = {
+        (labels.get(a, a), labels.get(b, b))
+        for a, b in re.findall(r"(\w+)\s*-->\s*(\w+)", result.stdout)
+    }
     assert edges == set(EDGES)
 
 
@@ -191,6 +204,7 @@ def test_graph_of_invalid_file_exits_2(project: Project) -> None:
 
 
 # -- runs, status, logs ---------------------------------------------------------------------
+
 
 def test_runs_json(history: Project) -> None:
     result = history.mflow("runs", "--json")
@@ -236,7 +250,11 @@ def test_status_json_of_failed_run(history: Project) -> None:
     assert data["state"] == "FAILED"
     tasks = {task["task_id"]: task for task in data["tasks"]}
     assert {t: task["state"] for t, task in tasks.items()} == {
-        "a": "SUCCESS", "b": "FAILED", "c": "UPSTREAM_FAILED", "d": "SUCCESS"}
+        "a": "SUCCESS",
+        "b": "FAILED",
+        "c": "UPSTREAM_FAILED",
+        "d": "SUCCESS",
+    }
     assert [a["exit_code"] for a in tasks["b"]["attempts"]] == [3]
     assert tasks["c"]["attempts"] == []
     assert "b" in (tasks["c"]["message"] or "")
@@ -294,16 +312,15 @@ def test_logs_of_unknown_run(history: Project) -> None:
 
 
 def test_logs_of_each_attempt(project: Project) -> None:
-    project.write_tasks([bash(
-        "flaky",
-        "if [ -e tried ]; then echo second try; else touch tried; echo first try; exit 1; fi",
-        retries=1, retry_delay=0,
-    )])
+    flaky = "if [ -e tried ]; then echo second try; else touch tried; echo first try; exit 1; fi"
+    project.write_tasks([bash("flaky", flaky, retries=1, retry_delay=0)])
     project.run_ok()
     data = project.status(1)
     attempts = data["tasks"][0]["attempts"]
     assert [(a["attempt"], a["state"], a["exit_code"]) for a in attempts] == [
-        (1, "FAILED", 1), (2, "SUCCESS", 0)]
+        (1, "FAILED", 1),
+        (2, "SUCCESS", 0),
+    ]
     assert attempts[0]["log_path"] != attempts[1]["log_path"]
     assert project.mflow("logs", "1", "flaky").stdout == "second try\n"
     assert project.mflow("logs", "1", "flaky", "--attempt", "1").stdout == "first try\n"
@@ -314,15 +331,17 @@ def test_logs_of_each_attempt(project: Project) -> None:
 
 
 def test_logs_follow_until_task_ends(project: Project) -> None:
-    project.write_tasks([bash(
-        "slow", "echo one; while [ ! -e go ]; do sleep 0.02; done; echo two")])
+    project.write_tasks(
+        [bash("slow", "echo one; while [ ! -e go ]; do sleep 0.02; done; echo two")]
+    )
     run = project.start("run")
-    wait_for(lambda: project.db_path.exists() and project.db(
-        "SELECT 1 FROM mf_attempts WHERE task_id = 'slow'"), what="the attempt row")
+    wait_for(
+        lambda: project.db_when_ready("SELECT 1 FROM mf_attempts WHERE task_id = 'slow'"),
+        what="the attempt row",
+    )
     wait_for(lambda: project.task_log(1, "slow").exists(), what="the task log")
     follow = project.start("logs", "1", "slow", "-f")
-    wait_for(lambda: "one" in follow.output(),
-             what="`logs -f` to print the first line")
+    wait_for(lambda: "one" in follow.output(), what="`logs -f` to print the first line")
     assert follow.popen.poll() is None, "logs -f ended while the task was still running"
     (project.root / "go").touch()
     assert_exit(run.wait(), 0)
@@ -333,8 +352,10 @@ def test_logs_follow_until_task_ends(project: Project) -> None:
 
 # -- help -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["graph"], ["runs"],
-                                     ["status"], ["logs"]])
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["validate"], ["graph"], ["runs"], ["status"], ["logs"]]
+)
 def test_help(project: Project, command: list[str]) -> None:
     result = project.mflow(*command, "--help")
     assert_exit(result, 0)

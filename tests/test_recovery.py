@@ -11,13 +11,15 @@ import time
 from datetime import datetime
 
 import pytest
+
 from conftest import Project, assert_exit, bash, pids_with_arg, unique_token, wait_for
 
 
 def _attempts(project: Project, run_id: int, task_id: str) -> list[dict]:
     return project.db(
         "SELECT * FROM mf_attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt",
-        run_id, task_id,
+        run_id,
+        task_id,
     )
 
 
@@ -30,20 +32,32 @@ FLAKY = 'n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; echo "try 
 
 
 def test_a_flaky_task_is_retried_with_backoff_and_every_attempt_is_kept(project: Project):
-    project.write_tasks([bash("flaky", FLAKY, retries=3, retry_delay=0.2, retry_backoff=2),
-                         bash("after", "echo after", "flaky")])
+    project.write_tasks(
+        [
+            bash("flaky", FLAKY, retries=3, retry_delay=0.2, retry_backoff=2),
+            bash("after", "echo after", "flaky"),
+        ]
+    )
     result = project.mflow("run")
     assert_exit(result, 0)
     run_id = project.last_run_id()
     rows = _attempts(project, run_id, "flaky")
     assert [(r["attempt"], r["state"], r["exit_code"]) for r in rows] == [
-        (1, "FAILED", 1), (2, "FAILED", 1), (3, "SUCCESS", 0)]
+        (1, "FAILED", 1),
+        (2, "FAILED", 1),
+        (3, "SUCCESS", 0),
+    ]
     # delay 0.2 s after attempt 1, then 0.4 s (backoff 2) after attempt 2
     assert _ts(rows[1]["started_at"]) - _ts(rows[0]["ended_at"]) >= 0.19
     assert _ts(rows[2]["started_at"]) - _ts(rows[1]["ended_at"]) >= 0.39
-    logs = [project.log_dir / name for name in (
-        f"master_{run_id}_task_flaky.log", f"master_{run_id}_task_flaky.attempt2.log",
-        f"master_{run_id}_task_flaky.attempt3.log")]
+    logs = [
+        project.log_dir / name
+        for name in (
+            f"master_{run_id}_task_flaky.log",
+            f"master_{run_id}_task_flaky.attempt2.log",
+            f"master_{run_id}_task_flaky.attempt3.log",
+        )
+    ]
     assert [log.read_text() for log in logs] == ["try 0\n", "try 1\n", "try 2\n"]
     assert "RETRYING        flaky  (attempt 1 of 4 failed: exit code 1)" in result.stdout
     assert "RETRYING" in (project.log_dir / "mflow.log").read_text()
@@ -79,8 +93,17 @@ def test_a_timeout_stops_the_whole_process_group_and_is_recorded(project: Projec
 
 def test_a_task_ignoring_sigterm_gets_sigkill_after_the_grace(project: Project):
     project.write_config(kill_grace=0.5)
-    project.write_tasks([bash("stubborn", "trap 'echo TERM ignored' TERM; while true; do sleep 0.05; done",
-                              timeout=0.5, retries=1, retry_delay=0)])
+    project.write_tasks(
+        [
+            bash(
+                "stubborn",
+                "trap 'echo TERM ignored' TERM; while true; do sleep 0.05; done",
+                timeout=0.5,
+                retries=1,
+                retry_delay=0,
+            )
+        ]
+    )
     started = time.monotonic()
     assert_exit(project.mflow("run"), 1)
     elapsed = time.monotonic() - started
@@ -94,11 +117,16 @@ def test_a_task_ignoring_sigterm_gets_sigkill_after_the_grace(project: Project):
 # -- signals to mflow ---------------------------------------------------------------------
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_first_signal_cancels_the_run_and_stops_running_tasks(project: Project, sig, code):
-    project.write_tasks([
-        bash("running", "trap 'echo stopped > stopped; exit 3' TERM; touch started; "
-                        "while true; do sleep 0.05; done"),
-        bash("waiting", "echo never", "running"),
-    ])
+    project.write_tasks(
+        [
+            bash(
+                "running",
+                "trap 'echo stopped > stopped; exit 3' TERM; touch started; "
+                "while true; do sleep 0.05; done",
+            ),
+            bash("waiting", "echo never", "running"),
+        ]
+    )
     bg = project.start("run")
     wait_for(lambda: (project.root / "started").exists(), what="task start")
     os.kill(bg.pid, sig)
@@ -107,13 +135,17 @@ def test_first_signal_cancels_the_run_and_stops_running_tasks(project: Project, 
     assert (project.root / "stopped").read_text() == "stopped\n"
     run_id = project.last_run_id()
     assert project.task_states(run_id) == {"running": "CANCELLED", "waiting": "CANCELLED"}
-    assert project.db("SELECT state FROM mf_runs WHERE run_id = ?", run_id)[0]["state"] == "CANCELLED"
+    assert (
+        project.db("SELECT state FROM mf_runs WHERE run_id = ?", run_id)[0]["state"] == "CANCELLED"
+    )
     assert _attempts(project, run_id, "running")[0]["state"] == "CANCELLED"
 
 
 def test_a_second_ctrl_c_kills_at_once(project: Project):
     project.write_config(kill_grace=60)
-    project.write_tasks([bash("stubborn", "trap '' TERM; touch started; while true; do sleep 0.05; done")])
+    project.write_tasks(
+        [bash("stubborn", "trap '' TERM; touch started; while true; do sleep 0.05; done")]
+    )
     bg = project.start("run")
     wait_for(lambda: (project.root / "started").exists(), what="task start")
     os.kill(bg.pid, signal.SIGINT)
@@ -140,20 +172,27 @@ def test_sighup_rereads_the_config_file(project: Project):
 
 
 # -- mflow killed with SIGKILL --------------------------------------------------------------
-def test_sigkill_of_mflow_leaves_no_task_running_and_the_run_is_marked_interrupted(project: Project):
+def test_sigkill_of_mflow_leaves_no_task_running_and_the_run_is_marked_interrupted(
+    project: Project,
+):
     token = unique_token()
-    project.write_tasks([
-        bash("quick", "echo ok"),
-        bash("long", f"touch started; sleep {token} & sleep {token}", "quick"),
-        bash("next", "echo never", "long"),
-    ])
+    project.write_tasks(
+        [
+            bash("quick", "echo ok"),
+            bash("long", f"touch started; sleep {token} & sleep {token}", "quick"),
+            bash("next", "echo never", "long"),
+        ]
+    )
     bg = project.start("run")
     wait_for(lambda: (project.root / "started").exists(), what="task start")
     wait_for(lambda: len(pids_with_arg(token)) == 2, what="both sleeps")
     # State is written in batches a few times a second: wait until the start is recorded.
-    wait_for(lambda: project.db_when_ready(
-        "SELECT 1 FROM mf_attempts WHERE task_id = 'long' AND state = 'RUNNING'"),
-        what="the attempt recorded RUNNING")
+    wait_for(
+        lambda: project.db_when_ready(
+            "SELECT 1 FROM mf_attempts WHERE task_id = 'long' AND state = 'RUNNING'"
+        ),
+        what="the attempt recorded RUNNING",
+    )
     os.kill(bg.pid, signal.SIGKILL)
     bg.popen.wait()
     wait_for(lambda: pids_with_arg(token) == [], timeout=10, what="task processes to die")
@@ -167,26 +206,38 @@ def test_sigkill_of_mflow_leaves_no_task_running_and_the_run_is_marked_interrupt
 
 # -- resume ---------------------------------------------------------------------------------
 def test_resume_runs_exactly_what_did_not_succeed(project: Project):
-    project.write_tasks([
-        bash("extract", "echo extract >> ran"),
-        bash("load", "echo load >> ran; test -e fixed", "extract"),
-        bash("report", "echo report >> ran", "load"),
-        bash("side", "echo side >> ran"),
-    ])
+    project.write_tasks(
+        [
+            bash("extract", "echo extract >> ran"),
+            bash("load", "echo load >> ran; test -e fixed", "extract"),
+            bash("report", "echo report >> ran", "load"),
+            bash("side", "echo side >> ran"),
+        ]
+    )
     assert_exit(project.mflow("run"), 1)
     first = project.last_run_id()
-    assert project.task_states(first) == {"extract": "SUCCESS", "load": "FAILED",
-                                          "report": "UPSTREAM_FAILED", "side": "SUCCESS"}
+    assert project.task_states(first) == {
+        "extract": "SUCCESS",
+        "load": "FAILED",
+        "report": "UPSTREAM_FAILED",
+        "side": "SUCCESS",
+    }
     (project.root / "fixed").touch()
     (project.root / "ran").unlink()
     result = project.mflow("resume", str(first))
     assert_exit(result, 0)
     second = project.last_run_id()
     assert sorted((project.root / "ran").read_text().split()) == ["load", "report"]
-    assert project.task_states(second) == {"extract": "SKIPPED", "load": "SUCCESS",
-                                           "report": "SUCCESS", "side": "SKIPPED"}
-    assert project.db("SELECT resumed_from FROM mf_runs WHERE run_id = ?", second)[0][
-        "resumed_from"] == first
+    assert project.task_states(second) == {
+        "extract": "SKIPPED",
+        "load": "SUCCESS",
+        "report": "SUCCESS",
+        "side": "SKIPPED",
+    }
+    assert (
+        project.db("SELECT resumed_from FROM mf_runs WHERE run_id = ?", second)[0]["resumed_from"]
+        == first
+    )
     # the resumed run keeps its history
     assert project.task_states(first)["load"] == "FAILED"
     assert _attempts(project, first, "load")[0]["state"] == "FAILED"
@@ -221,16 +272,27 @@ def test_resume_of_an_unknown_run_is_a_clear_error(project: Project):
 
 # -- partial runs ---------------------------------------------------------------------------
 def test_from_runs_a_task_and_its_descendants_only(project: Project):
-    project.write_tasks([bash("a", "echo a >> ran"), bash("b", "echo b >> ran", "a"),
-                         bash("c", "echo c >> ran", "b"), bash("d", "echo d >> ran", "a")])
+    project.write_tasks(
+        [
+            bash("a", "echo a >> ran"),
+            bash("b", "echo b >> ran", "a"),
+            bash("c", "echo c >> ran", "b"),
+            bash("d", "echo d >> ran", "a"),
+        ]
+    )
     assert_exit(project.mflow("run", "--from", "b"), 0)
     assert (project.root / "ran").read_text().split() == ["b", "c"]
     assert set(project.task_states(project.last_run_id())) == {"b", "c"}
 
 
 def test_only_runs_the_named_tasks_in_dependency_order(project: Project):
-    project.write_tasks([bash("a", "echo a >> ran"), bash("b", "echo b >> ran", "a"),
-                         bash("c", "echo c >> ran", "b")])
+    project.write_tasks(
+        [
+            bash("a", "echo a >> ran"),
+            bash("b", "echo b >> ran", "a"),
+            bash("c", "echo c >> ran", "b"),
+        ]
+    )
     assert_exit(project.mflow("run", "--only", "c,a"), 0)
     assert (project.root / "ran").read_text().split() == ["a", "c"]
     bad = project.mflow("run", "--only", "a,zz")
@@ -241,7 +303,9 @@ def test_only_runs_the_named_tasks_in_dependency_order(project: Project):
 # -- many mflow processes on one database ---------------------------------------------------
 def test_eight_mflow_processes_share_one_sqlite_database(project: Project):
     for n in range(8):
-        project.write_tasks([bash(f"t{i}", f"echo {n}-{i}") for i in range(25)], name=f"flow{n}.json")
+        project.write_tasks(
+            [bash(f"t{i}", f"echo {n}-{i}") for i in range(25)], name=f"flow{n}.json"
+        )
     runs = [project.start("run", "--taskfile", f"flow{n}.json") for n in range(8)]
     results = [bg.wait(120) for bg in runs]
     for result in results:
@@ -251,7 +315,9 @@ def test_eight_mflow_processes_share_one_sqlite_database(project: Project):
     assert len(rows) == 8 and {r["state"] for r in rows} == {"SUCCESS"}
     for row in rows:
         n = int(row["flow_path"].rsplit("flow", 1)[1].split(".")[0])
-        attempts = project.db("SELECT task_id, state FROM mf_attempts WHERE run_id = ?", row["run_id"])
+        attempts = project.db(
+            "SELECT task_id, state FROM mf_attempts WHERE run_id = ?", row["run_id"]
+        )
         assert sorted(a["task_id"] for a in attempts) == sorted(f"t{i}" for i in range(25))
         assert {a["state"] for a in attempts} == {"SUCCESS"}
         assert project.task_log(row["run_id"], "t7").read_text() == f"{n}-7\n"
@@ -266,8 +332,14 @@ def test_resume_after_random_sigkills_completes_the_flow(project: Project):
     tasks = []
     for i in range(50):
         deps = [f"t{i - 1}"] if i % 5 else []  # ten chains of five
-        tasks.append(bash(f"t{i}", f"sleep 0.{1 + i % 3}; sleep {token}.{i} 2>/dev/null || true; "
-                                   f"echo t{i} >> done.txt", *deps))
+        tasks.append(
+            bash(
+                f"t{i}",
+                f"sleep 0.{1 + i % 3}; sleep {token}.{i} 2>/dev/null || true; "
+                f"echo t{i} >> done.txt",
+                *deps,
+            )
+        )
     # `sleep <token>.<i>` fails at once (bad number), but is findable while it lives
     project.write_tasks(tasks)
     rng = random.Random(20261126)

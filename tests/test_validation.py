@@ -83,10 +83,13 @@ def test_valid_file_passes(project: Project) -> None:
 
 
 def test_unknown_dependency_with_suggestion(project: Project) -> None:
-    result = validate(project, [
-        bash("extract_orders", "true"),
-        bash("load", "true", "extract_order"),
-    ])
+    result = validate(
+        project,
+        [
+            bash("extract_orders", "true"),
+            bash("load", "true", "extract_order"),
+        ],
+    )
     problem = only_problem(result)
     assert problem.file.endswith("tasks.json")
     assert problem.line == TASK_LINE + 1
@@ -114,12 +117,15 @@ def test_readme_example_reports_tarea5(project: Project) -> None:
 
 
 def test_cycle_is_named(project: Project) -> None:
-    result = validate(project, [
-        bash("start", "true"),
-        bash("a", "true", "start", "b"),
-        bash("b", "true", "c"),
-        bash("c", "true", "a"),
-    ])
+    result = validate(
+        project,
+        [
+            bash("start", "true"),
+            bash("a", "true", "start", "b"),
+            bash("b", "true", "c"),
+            bash("c", "true", "a"),
+        ],
+    )
     problem = only_problem(result)
     assert "dependency cycle: a -> b -> c -> a" in problem.text
     assert "task 'a'" in problem.text
@@ -191,23 +197,26 @@ def test_unknown_key_is_a_warning_with_suggestion(project: Project) -> None:
 
 def test_misspelt_required_key_is_an_error_and_a_hint(project: Project) -> None:
     result = validate(project, [{"id": "a", "type": "bash", "comand": "true"}])
-    problem = only_problem(result)
-    assert "key 'command'" in problem.text
-    assert "required key is missing" in problem.text
-    hint = warnings(result.stderr)
-    assert len(hint) == 1 and "did you mean 'command'?" in hint[0], result
+    assert_exit(result, 2)
+    errors = [p for p in problems(result.stderr) if "required key is missing" in p.text]
+    assert len(errors) == 1 and "key 'command'" in errors[0].text, result
+    assert "(did you mean 'command'?)" in result.stderr  # the hint is shown...
+    assert "1 problem found; nothing was run" in result.stderr  # ...but is no error itself
 
 
 def test_every_problem_is_listed_sorted_by_line(project: Project) -> None:
-    result = validate(project, [
-        bash("extract_orders", "true"),
-        bash("load", "true", "extract_order"),          # unknown dependency
-        {"id": "x", "type": "bsh", "command": "true"},  # unknown type
-        {"id": "y", "type": "bash"},                    # missing command
-        bash("extract_orders", "true"),                 # duplicate id
-        bash("p", "true", "q"),                         # cycle p -> q -> p
-        bash("q", "true", "p"),
-    ])
+    result = validate(
+        project,
+        [
+            bash("extract_orders", "true"),
+            bash("load", "true", "extract_order"),  # unknown dependency
+            {"id": "x", "type": "bsh", "command": "true"},  # unknown type
+            {"id": "y", "type": "bash"},  # missing command
+            bash("extract_orders", "true"),  # duplicate id
+            bash("p", "true", "q"),  # cycle p -> q -> p
+            bash("q", "true", "p"),
+        ],
+    )
     assert_exit(result, 2)
     assert_no_traceback(result)
     found = problems(result.stderr)
@@ -284,13 +293,17 @@ def test_malformed_yaml_carries_its_line(project: Project) -> None:
     assert "YAML" in problem.text
 
 
-@pytest.mark.parametrize("value, words", [
-    (0, "greater than 0"),
-    ('"three"', "integer"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (0, "greater than 0"),
+        ('"three"', "integer"),
+    ],
+)
 def test_config_error_names_file_and_key(project: Project, value, words) -> None:
-    project.write_config('{\n  "log_directory": "./logs/",\n'
-                         f'  "max_process_concurrency": {value}\n}}\n')
+    project.write_config(
+        f'{{\n  "log_directory": "./logs/",\n  "max_process_concurrency": {value}\n}}\n'
+    )
     project.write_tasks([bash("a", "touch ran.txt")])
     for command in ("validate", "run"):
         result = project.mflow(command)
@@ -326,10 +339,12 @@ def test_config_env_with_unset_variable(project: Project) -> None:
 
 
 def test_task_env_with_unset_variable(project: Project) -> None:
-    project.write_tasks([
-        bash("a", "touch ran_a.txt"),
-        bash("b", "touch ran_b.txt", env={"TARGET": "${MFLOW_TEST_SURELY_UNSET}/out"}),
-    ])
+    project.write_tasks(
+        [
+            bash("a", "touch ran_a.txt"),
+            bash("b", "touch ran_b.txt", env={"TARGET": "${MFLOW_TEST_SURELY_UNSET}/out"}),
+        ]
+    )
     result = project.mflow("run")
     problem = only_problem(result)
     assert problem.file.endswith("tasks.json")
@@ -340,13 +355,18 @@ def test_task_env_with_unset_variable(project: Project) -> None:
     assert project.nothing_recorded()
 
 
-@pytest.mark.parametrize("tasks", [
-    pytest.param([bash("a", "touch ran.txt"), bash("b", "true", "c")], id="unknown-dep"),
-    pytest.param([bash("a", "touch ran.txt"), bash("b", "true", "b")], id="cycle"),
-    pytest.param([bash("a", "touch ran.txt"), bash("a", "true")], id="duplicate"),
-    pytest.param('{"tasks": [\n  {"id": "a", "type": "bash", "command": "touch ran.txt"},\n]}\n',
-                 id="malformed-json"),
-])
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        pytest.param([bash("a", "touch ran.txt"), bash("b", "true", "c")], id="unknown-dep"),
+        pytest.param([bash("a", "touch ran.txt"), bash("b", "true", "b")], id="cycle"),
+        pytest.param([bash("a", "touch ran.txt"), bash("a", "true")], id="duplicate"),
+        pytest.param(
+            '{"tasks": [\n  {"id": "a", "type": "bash", "command": "touch ran.txt"},\n]}\n',
+            id="malformed-json",
+        ),
+    ],
+)
 def test_invalid_file_runs_and_records_nothing(project: Project, tasks) -> None:
     project.write_tasks(tasks)
     result = project.mflow("run")
@@ -369,12 +389,16 @@ def test_run_after_an_invalid_one_is_recorded_alone(project: Project) -> None:
 
 def test_original_env_list_form_and_case_insensitive_keys_are_accepted(project: Project) -> None:
     """Files written for the original Go tool load unchanged."""
-    project.write_config(json.dumps({
-        "max_process_concurrency": 3,
-        "check_new_config_interval": 1,
-        "log_directory": "./logs/",
-        "env": [{"key": "GREETING", "value": "hola"}],
-    }))
+    project.write_config(
+        json.dumps(
+            {
+                "max_process_concurrency": 3,
+                "check_new_config_interval": 1,
+                "log_directory": "./logs/",
+                "env": [{"key": "GREETING", "value": "hola"}],
+            }
+        )
+    )
     result = validate(project, [{"id": "a", "type": "bash", "command": "true", "Depends": []}])
     assert_exit(result, 0)
     assert problems(result.stderr) == []

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from mflow import __version__
-from mflow.errors import MflowError, UsageError
+from mflow.errors import InvalidFilesError, MflowError, UsageError
 
 COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs")
 DEFAULT_TASKFILE = Path("tasks.json")
@@ -288,9 +288,13 @@ def logs(run_id: int, task_id: str, config: Path | None, attempt: int | None, fo
     from mflow import views
 
     out = sys.stdout.buffer
+    printed = False
     for chunk in views.log_chunks(_store(config), run_id, task_id, attempt, follow):
         out.write(chunk)
         out.flush()
+        printed = True
+    if not printed:
+        click.echo(f"(no output: task '{task_id}' printed nothing)", err=True)
 
 
 def _translate_go_flags(argv: list[str]) -> list[str]:
@@ -316,6 +320,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(exc.exit_code)
+    except InvalidFilesError as exc:
+        for problem in exc.problems:  # compiler style: one located problem per line
+            click.echo(str(problem), err=True)
+        _warn(exc.warnings)
+        click.echo(f"Error: {exc.summary}", err=True)
         sys.exit(exc.exit_code)
     except MflowError as exc:
         click.echo(f"Error: {exc}", err=True)

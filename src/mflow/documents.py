@@ -64,7 +64,9 @@ def load_document(path: Path, what: str) -> Document:
     except FileNotFoundError:
         raise InvalidFilesError([Problem(display, message=f"{what} not found")]) from None
     except IsADirectoryError:
-        raise InvalidFilesError([Problem(display, message=f"{what} is a folder, not a file")]) from None
+        raise InvalidFilesError(
+            [Problem(display, message=f"{what} is a folder, not a file")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidFilesError([Problem(display, message=f"cannot read {what}: {exc}")]) from None
     if is_yaml(path):

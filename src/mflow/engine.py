@@ -234,8 +234,11 @@ class Engine:
         )
         self.listener.attempt_started(task_id, attempt, log_path)
         max_attempts = self.max_attempts(task_id)
-        self._set_state(task_id, TaskState.RUNNING,
-                        f"attempt {attempt} of {max_attempts}" if max_attempts > 1 else "")
+        self._set_state(
+            task_id,
+            TaskState.RUNNING,
+            f"attempt {attempt} of {max_attempts}" if max_attempts > 1 else "",
+        )
         timeout = spec.timeout or self.watcher.current.model.default_timeout
         try:
             if timeout:

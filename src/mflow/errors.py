@@ -45,11 +45,12 @@ class UsageError(MflowError):
 class InvalidFilesError(MflowError):
     exit_code = 2
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | tuple[Problem, ...] = ()):
         self.problems = sorted(problems)
+        self.warnings = sorted(warnings)
         count = len(self.problems)
-        head = f"{count} problem{'s' if count != 1 else ''} found; nothing was run"
-        super().__init__("\n".join([*map(str, self.problems), head]))
+        self.summary = f"{count} problem{'s' if count != 1 else ''} found; nothing was run"
+        super().__init__("\n".join([*map(str, self.problems), self.summary]))
 
 
 class EnvironmentFault(MflowError):

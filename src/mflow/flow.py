@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mflow.documents import Document, load_document
+from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
 from mflow.modelcheck import check_model, suggest
@@ -37,7 +39,8 @@ class Flow:
         return self.path.parent
 
 
-def load_flow(path: Path, types: TaskTypes) -> Flow:
+def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
+    """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
     doc = load_document(path, "task file")
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -88,8 +91,9 @@ def load_flow(path: Path, types: TaskTypes) -> Flow:
             )
         )
     problems += _check_log_names(doc, data["tasks"], tasks)
+    problems += _check_env(doc, data["tasks"], tasks, variables)
     if problems:
-        raise InvalidFilesError(problems + warnings)
+        raise InvalidFilesError(problems, warnings)
     return Flow(path.resolve(), tasks, graph, tuple(warnings))
 
 
@@ -106,7 +110,18 @@ def _check_task(
     if not isinstance(raw, dict):
         problems.append(doc.problem(*where, message=f"task #{index + 1} must be an object {{...}}"))
         return None
-    task_id = raw.get("id")
+    task_id = _key(raw, "id")
+    if task_id is None:
+        problems.append(
+            doc.problem(
+                *where,
+                key="id",
+                message=(
+                    f"task #{index + 1}: required key is missing (every task needs a unique id)"
+                ),
+            )
+        )
+        return None
     if not isinstance(task_id, str) or not task_id.strip() or "\n" in task_id:
         problems.append(
             doc.problem(
@@ -190,6 +205,34 @@ def _check_depends(
                 message=(f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if k])}"),
             )
         )
+    return problems
+
+
+def _check_env(
+    doc: Document, raw_tasks: list[Any], tasks: dict[str, TaskSpec], variables: Mapping[str, str]
+) -> list[Problem]:
+    """Every ${VAR} in a task's env must be set (earlier keys of the same env count)."""
+    problems = []
+    for index, raw in enumerate(raw_tasks):
+        spec = tasks.get(raw.get("id")) if isinstance(raw, dict) else None
+        if spec is None or not spec.env or spec is not tasks[spec.id]:
+            continue
+        known = dict(variables)
+        for name, value in spec.env.items():
+            for missing in unset_names(value, known):
+                problems.append(
+                    doc.problem(
+                        "tasks",
+                        index,
+                        "env",
+                        task_id=spec.id,
+                        key=f"env.{name}",
+                        message=(
+                            f"${{{missing}}} is not set in the environment nor in config.json's env"
+                        ),
+                    )
+                )
+            known[name] = value
     return problems
 
 

@@ -18,6 +18,13 @@ class Graph:
                 if dep in self.dependents:
                     self.dependents[dep].append(task)
 
+    def _known_dependency_counts(self) -> dict[str, int]:
+        """Distinct dependencies per task, leaving out unknown ids (reported elsewhere)."""
+        return {
+            task: len({d for d in deps if d in self.dependents})
+            for task, deps in self.depends.items()
+        }
+
     @property
     def edge_count(self) -> int:
         return sum(len(deps) for deps in self.dependents.values())
@@ -37,7 +44,7 @@ class Graph:
 
     def layers(self) -> list[list[str]]:
         """Tasks grouped by depth: layer 0 has no dependencies. Raises if there is a cycle."""
-        remaining = {task: len(set(deps)) for task, deps in self.depends.items()}
+        remaining = self._known_dependency_counts()
         current = [task for task, count in remaining.items() if count == 0]
         layers = []
         while current:
@@ -55,7 +62,7 @@ class Graph:
 
     def cycles(self) -> list[list[str]]:
         """One path per cycle, written as 'a depends on b depends on ... a'."""
-        remaining = {task: len(set(deps)) for task, deps in self.depends.items()}
+        remaining = self._known_dependency_counts()
         queue = deque(task for task, count in remaining.items() if count == 0)
         while queue:
             for child in self.dependents[queue.popleft()]:

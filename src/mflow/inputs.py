@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mflow.errors import EnvironmentFault
+from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.flow import Flow, load_flow
 from mflow.settings import Settings, load_settings
 from mflow.tasktypes import TaskTypes, builtin_types
@@ -24,9 +25,25 @@ class Inputs:
 
 
 def load_inputs(config: Path, config_required: bool, taskfile: Path) -> Inputs:
-    settings = load_settings(config, required=config_required)
+    """Settings and flow, validated; problems of both files are reported together."""
     types = builtin_types()
-    return Inputs(settings, load_flow(taskfile, types), types)
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    try:
+        settings = load_settings(config, required=config_required)
+        variables = {**os.environ, **settings.env}
+    except InvalidFilesError as exc:
+        problems += exc.problems
+        warnings += exc.warnings
+        variables = dict(os.environ)
+    try:
+        flow = load_flow(taskfile, types, variables)
+    except InvalidFilesError as exc:
+        problems += exc.problems
+        warnings += exc.warnings
+    if problems:
+        raise InvalidFilesError(problems, warnings)
+    return Inputs(settings, flow, types)
 
 
 def backend_url(settings: Settings) -> str:

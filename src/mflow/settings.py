@@ -58,7 +58,7 @@ def load_settings(path: Path, *, required: bool) -> Settings:
         )
     model, problems, warnings = check_model(doc, SettingsModel, doc.data, ())
     if model is None:
-        raise InvalidFilesError(problems)
+        raise InvalidFilesError(problems, warnings)
     env = {}
     variables = dict(os.environ)
     for name, value in model.env.items():
@@ -74,9 +74,9 @@ def load_settings(path: Path, *, required: bool) -> Settings:
             continue
         env[name] = variables[name] = expand(value, variables)
     if problems:
-        raise InvalidFilesError(problems)
-    folder = path.resolve().parent
-    return Settings(path, model, folder / model.log_directory, env, tuple(warnings))
+        raise InvalidFilesError(problems, warnings)
+    path = path.resolve()  # mflow changes directory before it re-reads this file
+    return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
 
 
 class SettingsWatcher:

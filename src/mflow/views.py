@@ -135,12 +135,18 @@ def log_chunks(
                 f"{', '.join(str(r['attempt']) for r in rows)}, not {attempt}"
             )
     path = row["log_path"]
+    log = None
     try:
-        log = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise UsageError(f"log file {path} is gone (removed or on another host)") from None
-    with log:
         while True:
+            if log is None:
+                try:
+                    log = open(path, "rb")  # noqa: SIM115
+                except FileNotFoundError:
+                    # No file yet: the task has printed nothing (so far).
+                    if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):
+                        return
+                    time.sleep(0.2)
+                    continue
             chunk = log.read(65536)
             if chunk:
                 yield chunk
@@ -151,6 +157,9 @@ def log_chunks(
                     yield rest
                 return
             time.sleep(0.2)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def _attempt_over(store: Any, run_id: int, task_id: str, attempt: int) -> bool:

@@ -168,8 +168,9 @@ class StateStore:
                 dead.append(run_id)
         return dead
 
-    def _mark_interrupted(self, run_id: int, pid: int | None, host: str | None,
-                          last_seen: Any) -> bool:
+    def _mark_interrupted(
+        self, run_id: int, pid: int | None, host: str | None, last_seen: Any
+    ) -> bool:
         now = last_seen  # its last heartbeat: when it was last known alive
         lost = "lost: the mflow running it died"
         with self.engine.begin() as conn:

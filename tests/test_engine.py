@@ -1,0 +1,380 @@
+"""The engine seen through the command line: order, the live concurrency limit, failure
+propagation, environment, working folder, process groups, logs and the state database."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    MFLOW,
+    Project,
+    assert_exit,
+    assert_no_traceback,
+    bash,
+    pids_with_arg,
+    unique_token,
+    wait_for,
+)
+
+
+def step(task_id: str, *depends: str, seconds: float = 0.2) -> dict:
+    """A task that appends `start ID` and `end ID` lines to order.log."""
+    command = f"echo start {task_id} >> order.log; sleep {seconds}; echo end {task_id} >> order.log"
+    return bash(task_id, command, *depends)
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+# -- order and concurrency --------------------------------------------------------------------
+
+
+def test_task_starts_only_after_its_dependencies_ended(project: Project) -> None:
+    tasks = [
+        step("a"),
+        step("b", "a"),
+        step("c", "a"),
+        step("d", "b", "c"),
+        step("e", seconds=0.05),
+        step("f", "d", "e"),
+    ]
+    project.write_tasks(tasks)
+    project.run_ok()
+    lines = (project.root / "order.log").read_text().splitlines()
+    expected = [f"{kind} {t['id']}" for t in tasks for kind in ("start", "end")]
+    assert sorted(lines) == sorted(expected)
+    for task in tasks:
+        for dep in task.get("depends", []):
+            assert lines.index(f"end {dep}") < lines.index(f"start {task['id']}"), lines
+    # independent tasks do run side by side when slots are free
+    assert lines.index("start c") < lines.index("end b"), lines
+    assert lines.index("start b") < lines.index("end c"), lines
+    assert lines.index("start e") < lines.index("end a"), lines
+
+
+def test_next_task_starts_without_waiting_for_a_poll(project: Project) -> None:
+    """check_new_config_interval is the config re-read period, not a scheduling delay."""
+    chain = [bash("t0", "true")] + [bash(f"t{i}", "true", f"t{i - 1}") for i in range(1, 20)]
+    project.write_config(check_new_config_interval=5)
+    project.write_tasks(chain)
+    project.run_ok()
+    run = project.db("SELECT started_at, ended_at FROM mf_runs")[0]
+    assert seconds_between(run["started_at"], run["ended_at"]) < 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit, count, seconds", [(3, 12, 0.3), (1, 5, 0.1)])
+def test_concurrency_limit_holds(project: Project, limit: int, count: int, seconds: float) -> None:
+    project.add_concurrency_script()
+    project.write_config(max_process_concurrency=limit)
+    project.write_tasks([bash(f"t{i}", f"bash conc.sh {seconds} t{i}") for i in range(count)])
+    project.run_ok()
+    assert project.max_concurrency() == limit
+    assert len((project.root / "conc.starts").read_text().splitlines()) == count
+    assert (project.root / "conc.count").read_text().strip() == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["same-folder", "config-elsewhere"])
+def test_hot_reload_of_concurrency_limit(project: Project, layout: str) -> None:
+    if layout == "same-folder":
+        flow_dir, config_name, args = project.root, "config.json", ()
+    else:  # relative paths to two other folders: still the same config file after a chdir
+        flow_dir = project.root / "flows"
+        config_name = "conf/config.json"
+        args = ("--config", "conf/config.json", "--taskfile", "flows/tasks.json")
+    flow = Project(flow_dir)
+    flow.root.mkdir(exist_ok=True)
+    flow.add_concurrency_script()
+    project.write_config(name=config_name, max_process_concurrency=1, check_new_config_interval=0.2)
+    flow.write_tasks([bash(f"t{i}", f"bash conc.sh 0.5 t{i}") for i in range(8)])
+    run = project.start("run", *args)
+    wait_for(lambda: (flow.root / "conc.starts").exists(), what="the first task to start")
+    project.write_config(name=config_name, max_process_concurrency=4, check_new_config_interval=0.2)
+    assert_exit(run.wait(), 0)
+    highest = flow.max_concurrency()
+    assert 1 < highest <= 4, f"max concurrency seen: {highest}"
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_failure_propagates_to_descendants_only(project: Project) -> None:
+    project.write_tasks(
+        [
+            bash("a", "echo failing; exit 3"),
+            bash("b", "touch b.txt", "a"),
+            bash("c", "touch c.txt", "b"),
+            bash("x", "sleep 0.3; touch x.txt"),
+            bash("y", "touch y.txt", "x"),
+            bash("m", "touch m.txt", "x", "a"),
+        ]
+    )
+    result = project.mflow("run")
+    assert_exit(result, 1)
+    expected = {
+        "a": "FAILED",
+        "b": "UPSTREAM_FAILED",
+        "c": "UPSTREAM_FAILED",
+        "x": "SUCCESS",
+        "y": "SUCCESS",
+        "m": "UPSTREAM_FAILED",
+    }
+    assert project.task_states(1) == expected
+    assert project.db("SELECT state FROM mf_runs WHERE run_id = 1") == [{"state": "FAILED"}]
+    attempts = project.db("SELECT task_id, state, exit_code FROM mf_attempts ORDER BY task_id")
+    assert attempts == [
+        {"task_id": "a", "state": "FAILED", "exit_code": 3},
+        {"task_id": "x", "state": "SUCCESS", "exit_code": 0},
+        {"task_id": "y", "state": "SUCCESS", "exit_code": 0},
+    ]
+    assert sorted(p.name for p in project.root.glob("*.txt")) == ["x.txt", "y.txt"]
+    data = project.status(1)
+    assert data["state"] == "FAILED"
+    assert {t["task_id"]: t["state"] for t in data["tasks"]} == expected
+    assert str(project.task_log(1, "a")) in result.stdout  # the summary points at its log
+
+
+def test_exit_codes_are_recorded(project: Project) -> None:
+    project.write_tasks(
+        [
+            bash("one", "exit 1"),
+            bash("forty_two", "echo x; exit 42"),
+            bash("max", "exit 255"),
+            bash("killed", "kill -9 $$"),
+        ]
+    )
+    assert_exit(project.mflow("run"), 1)
+    rows = project.db("SELECT task_id, state, exit_code FROM mf_attempts WHERE run_id = 1")
+    codes = {row["task_id"]: (row["state"], row["exit_code"]) for row in rows}
+    assert codes == {
+        "one": ("FAILED", 1),
+        "forty_two": ("FAILED", 42),
+        "max": ("FAILED", 255),
+        "killed": ("FAILED", 137),
+    }
+
+
+@pytest.mark.parametrize("command", ["nosuchcmd_mflow_test", 'nosuchcmd_mflow_test --x "$HOME"'])
+def test_command_not_found(project: Project, command: str) -> None:
+    project.write_tasks([bash("missing", command)])
+    assert_exit(project.mflow("run"), 1)
+    rows = project.db("SELECT state, exit_code, log_path FROM mf_attempts")
+    assert [(r["state"], r["exit_code"]) for r in rows] == [("FAILED", 127)]
+    log = Path(rows[0]["log_path"]).read_text()
+    assert "nosuchcmd_mflow_test: command not found" in log
+
+
+def test_retries_from_config_defaults(project: Project) -> None:
+    project.write_config(default_retries=2, default_retry_delay=0)
+    project.write_tasks([bash("always", "echo try >> tries.txt; exit 5")])
+    assert_exit(project.mflow("run"), 1)
+    rows = project.db("SELECT attempt, state, exit_code FROM mf_attempts ORDER BY attempt")
+    assert rows == [{"attempt": n, "state": "FAILED", "exit_code": 5} for n in (1, 2, 3)]
+    assert project.task_states(1) == {"always": "FAILED"}
+    assert (project.root / "tries.txt").read_text() == "try\n" * 3
+
+
+def test_timeout_stops_the_task(project: Project) -> None:
+    token = unique_token()
+    project.write_tasks([bash("slow", f"sleep {token}; echo done", timeout=0.5)])
+    assert_exit(project.mflow("run", timeout=20), 1)
+    assert pids_with_arg(token) == []
+    rows = project.db("SELECT state, message, started_at, ended_at FROM mf_attempts")
+    assert rows[0]["state"] == "FAILED"
+    assert "timeout" in rows[0]["message"].lower()
+    assert seconds_between(rows[0]["started_at"], rows[0]["ended_at"]) < 5
+
+
+# -- environment and folder ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["list", "mapping"])
+def test_environment_layers(project: Project, form: str) -> None:
+    config_env = {"CFG": "cfg-${MFLOW_TEST_BASE}", "SHARED": "from-config"}
+    if form == "list":  # the original's [{"key", "value"}]
+        project.write_config(env=[{"key": k, "value": v} for k, v in config_env.items()])
+    else:
+        project.write_config(env=config_env)
+    project.write_tasks(
+        [
+            bash(
+                "layered",
+                'echo "$CFG|$SHARED|$TASK_ONLY|$MFLOW_TEST_PROC" > env1.txt',
+                env={"SHARED": "from-task", "TASK_ONLY": "task-${MFLOW_TEST_BASE}"},
+            ),
+            bash("plain", 'echo "$SHARED|${TASK_ONLY:-unset}" > env2.txt'),
+        ]
+    )
+    process_env = {
+        "MFLOW_TEST_BASE": "base42",
+        "MFLOW_TEST_PROC": "proc-only",
+        "SHARED": "from-process",
+    }
+    project.run_ok(env=process_env)
+    assert (project.root / "env1.txt").read_text() == "cfg-base42|from-task|task-base42|proc-only\n"
+    assert (project.root / "env2.txt").read_text() == "from-config|unset\n"
+
+
+def test_tasks_run_in_the_task_file_folder(project: Project) -> None:
+    cwd = project.root / "elsewhere"
+    cwd.mkdir()
+    conf = project.write_config(name="conf/config.json")
+    flows = project.root / "flows"
+    project.write_tasks(
+        [
+            bash("shell", "pwd > where.txt"),  # through bash -c
+            bash("direct", "touch direct.txt"),  # a plain command (may be exec'd directly)
+            bash("relative", "cat data/input.txt > copy.txt"),
+        ],
+        name="flows/tasks.json",
+    )
+    (flows / "data").mkdir()
+    (flows / "data" / "input.txt").write_text("payload\n")
+    result = project.mflow(
+        "run", "--config", "../conf/config.json", "--taskfile", "../flows/tasks.json", cwd=cwd
+    )
+    assert_exit(result, 0)
+    assert (flows / "where.txt").read_text().strip() == str(flows.resolve())
+    assert (flows / "direct.txt").exists()
+    assert (flows / "copy.txt").read_text() == "payload\n"
+    assert list(cwd.iterdir()) == []
+    assert (conf.parent / "logs" / "mflow.db").exists()
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def test_background_child_does_not_outlive_its_task(project: Project) -> None:
+    token = unique_token()
+    project.write_tasks([bash("bg", f"sleep {token} & echo started")])
+    result = project.mflow("run", timeout=30)
+    assert_exit(result, 0)
+    assert pids_with_arg(token) == []
+    assert project.task_log(1, "bg").read_text() == "started\n"
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_cancels_the_run(project: Project, signum: int, code: int) -> None:
+    token = unique_token()
+    project.write_tasks(
+        [
+            bash("long", f"touch started; sleep {token}"),
+            bash("after", "touch after.txt", "long"),
+        ]
+    )
+    run = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the task to start")
+    wait_for(lambda: pids_with_arg(token), what="the sleep process")
+    run.popen.send_signal(signum)
+    result = run.wait(timeout=20)
+    assert_exit(result, code)
+    assert_no_traceback(result)
+    assert pids_with_arg(token) == []
+    assert not (project.root / "after.txt").exists()
+    assert project.db("SELECT state FROM mf_runs") == [{"state": "CANCELLED"}]
+    assert project.task_states(1) == {"long": "CANCELLED", "after": "CANCELLED"}
+
+
+@pytest.mark.slow
+def test_big_output_streams_to_the_log(project: Project) -> None:
+    size = 200_000_000
+    project.write_tasks([bash("big", f"head -c {size} /dev/zero")])
+    # A fresh Python parent: its RUSAGE_CHILDREN peak is mflow's own (and its tasks').
+    measure = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(code)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", measure, *MFLOW, "run"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    log = project.task_log(1, "big")
+    try:
+        assert completed.returncode == 0, completed.stderr
+        assert log.stat().st_size == size
+        peak_mb = int(completed.stdout.split()[-1]) / 1024
+        assert peak_mb < 150, f"mflow peak RSS {peak_mb:.0f} MB"
+    finally:
+        log.unlink(missing_ok=True)
+
+
+# -- logs and database ----------------------------------------------------------------------------
+
+
+def test_task_without_output_leaves_no_log_file(project: Project) -> None:
+    project.write_tasks([bash("quiet", "true"), bash("loud", "echo hi")])
+    project.run_ok()
+    assert not project.task_log(1, "quiet").exists()
+    assert project.task_log(1, "loud").read_text() == "hi\n"
+
+
+def test_master_log_has_run_id_and_state_changes(project: Project) -> None:
+    project.write_tasks([bash("first", "echo 1"), bash("second", "exit 4", "first")])
+    assert_exit(project.mflow("run"), 1)
+    project.write_tasks([bash("first", "echo 1")])
+    project.run_ok()
+    text = (project.log_dir / "mflow.log").read_text()
+    run1 = [line for line in text.splitlines() if "run 1 " in line]
+    run2 = [line for line in text.splitlines() if "run 2 " in line]
+    assert run1 and run2
+    assert all(line[:4].isdigit() for line in text.splitlines())  # timestamped
+    for task, state in [("first", "RUNNING"), ("first", "SUCCESS"), ("second", "FAILED")]:
+        assert any(f"task {task}" in line and state in line for line in run1), text
+    assert any("ended" in line and "FAILED" in line for line in run1), text
+    assert any("ended" in line and "SUCCESS" in line for line in run2), text
+    assert text.index("run 1 ") < text.index("run 2 ")  # appended, not overwritten
+
+
+def test_database_rows_of_a_successful_run(project: Project) -> None:
+    project.write_tasks([bash("a", "echo out-a"), bash("b", "echo out-b >&2", "a")])
+    project.run_ok()
+    runs = project.db("SELECT * FROM mf_runs")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["state"] == "SUCCESS"
+    assert run["started_at"] and run["ended_at"] and run["ended_at"] >= run["started_at"]
+    tasks = project.db("SELECT task_id, state, attempts FROM mf_tasks ORDER BY task_id")
+    assert tasks == [
+        {"task_id": "a", "state": "SUCCESS", "attempts": 1},
+        {"task_id": "b", "state": "SUCCESS", "attempts": 1},
+    ]
+    attempts = project.db("SELECT * FROM mf_attempts ORDER BY task_id")
+    assert [(a["task_id"], a["attempt"], a["state"], a["exit_code"]) for a in attempts] == [
+        ("a", 1, "SUCCESS", 0),
+        ("b", 1, "SUCCESS", 0),
+    ]
+    for row, text in zip(attempts, ["out-a\n", "out-b\n"], strict=True):
+        assert row["run_id"] == run["run_id"]
+        assert isinstance(row["pid"], int) and row["pid"] > 0
+        assert row["host"] == socket.gethostname()
+        assert row["started_at"] and row["ended_at"] and row["ended_at"] >= row["started_at"]
+        assert Path(row["log_path"]) == project.task_log(run["run_id"], row["task_id"])
+        assert Path(row["log_path"]).read_text() == text
+    a, b = attempts
+    assert b["started_at"] >= a["ended_at"]
+
+
+def test_each_run_is_a_new_row(project: Project) -> None:
+    project.write_tasks([bash("a", "echo again")])
+    project.run_ok()
+    project.run_ok()
+    assert [r["run_id"] for r in project.db("SELECT run_id FROM mf_runs ORDER BY run_id")] == [1, 2]
+    assert project.task_log(1, "a").read_text() == "again\n"
+    assert project.task_log(2, "a").read_text() == "again\n"
+    runs = json.loads(project.mflow("runs", "--json").stdout)
+    assert [r["state"] for r in runs] == ["SUCCESS", "SUCCESS"]
