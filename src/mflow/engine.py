@@ -48,16 +48,18 @@ class Engine:
         *,
         selected: Collection[str] | None = None,
         skipped: Collection[str] = (),
+        extra_env: dict[str, str] | None = None,
     ):
         """`selected`: run only these tasks (their other dependencies count as met).
-        `skipped`: tasks that succeeded in the run being resumed; they show SKIPPED."""
+        `skipped`: tasks that succeeded in the run being resumed; they show SKIPPED.
+        `extra_env`: variables mflow gives every task (run id, reaper token)."""
         self.flow = flow
         self.types = types
         self.watcher = settings
         self.listener = listener
         self.run_id = run_id
         self.log_directory = settings.current.log_directory
-        self.base_env = {**os.environ, **settings.current.env}
+        self.base_env = {**os.environ, **settings.current.env, **(extra_env or {})}
         selected_set = set(flow.tasks) if selected is None else set(selected)
         self.order = [task_id for task_id in flow.tasks if task_id in selected_set]
         self.skipped = set(skipped) & selected_set

@@ -1,84 +1,88 @@
-"""Kill the task process groups of an mflow that was killed itself (SIGKILL, OOM killer).
+"""Kill the task processes of an mflow that was killed itself (SIGKILL, the OOM killer).
 
-A SIGKILLed mflow cannot clean up, and its tasks live in their own process groups, so
-nothing else would stop them. `mflow run` therefore starts this small helper process and
-tells it, through a pipe, each process group it starts and ends ("+pgid" / "-pgid"). When
-the pipe closes with groups still listed, mflow is gone: the helper SIGKILLs those groups
-and exits. On a normal end the list is empty and the helper just exits.
+A SIGKILLed mflow cannot clean up, and its tasks live in process groups of their own, so
+nothing else would stop them. `mflow run` therefore starts this small helper process,
+connected by a pipe that mflow never writes to until the run ends. Every task of the run
+gets MFLOW_RUN_TOKEN (a random value) in its environment, and every process a task starts
+inherits it. If the pipe closes without the word "done", mflow died: the helper SIGKILLs
+every process that carries the token, and exits. On a normal end it just exits.
 
-What is guaranteed: every process still in a task's process group is killed, grandchildren
-included. A process that left the group on purpose (setsid, a daemon) is not followed.
+What is guaranteed when mflow is killed: every process a task started that still has the
+token in its environment is killed, grandchildren and detached (setsid) ones included. A
+process that scrubbed its environment, or runs as another user, is not found.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
+from pathlib import Path
 
-from mflow.listener import RunListener
-from mflow.states import TaskState
+TOKEN_VARIABLE = "MFLOW_RUN_TOKEN"
 
 
-class ReaperLink(RunListener):
-    """mflow's side: starts the helper and keeps it told of every live task group."""
+class ReaperLink:
+    """mflow's side: the token for the tasks' environment, and the pipe to the helper."""
 
     def __init__(self) -> None:
+        self.token = secrets.token_hex(16)
         read_fd, self._write_fd = os.pipe()
         try:
             # Its own process group: a Ctrl-C at the terminal must not kill it before mflow.
-            self.pid = os.posix_spawn(
+            os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-m", "mflow.reaper"],
+                [sys.executable, "-m", "mflow.reaper", self.token],
                 dict(os.environ),
                 setpgroup=0,
                 file_actions=[(os.POSIX_SPAWN_DUP2, read_fd, 0)],
             )
         finally:
             os.close(read_fd)
-        self._groups: dict[tuple[str, int], int] = {}
-
-    def _send(self, line: str) -> None:
-        try:
-            os.write(self._write_fd, line.encode())
-        except OSError:
-            pass  # the helper is gone; the run goes on, as it would have without it
-
-    def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
-        self._groups[(task_id, attempt)] = pid
-        self._send(f"+{pid}\n")
-
-    def attempt_ended(
-        self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
-    ) -> None:
-        pid = self._groups.pop((task_id, attempt), None)
-        if pid is not None:
-            self._send(f"-{pid}\n")
 
     def close(self) -> None:
-        """The run ended normally: let the helper exit, and reap it."""
-        os.close(self._write_fd)
+        """The run ended normally: tell the helper so, and let it go (it is not waited for:
+        it takes a few tens of milliseconds to start)."""
         try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
+            os.write(self._write_fd, b"done")
+        except OSError:
             pass
+        os.close(self._write_fd)
+
+
+def processes_with(token: str) -> list[int]:
+    """Pids of the processes whose environment holds TOKEN_VARIABLE=token."""
+    needle = f"{TOKEN_VARIABLE}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone already, or not ours to read
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # only the end of the pipe ends this process
-    groups: set[int] = set()
-    for line in sys.stdin.buffer:
-        sign, pgid = line[:1], int(line[1:])
-        if sign == b"+":
-            groups.add(pgid)
-        else:
-            groups.discard(pgid)
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    token = sys.argv[1]
+    if sys.stdin.buffer.read() == b"done":
+        return
+    # mflow died. Kill until none is left: a process may fork while we look.
+    for _ in range(10):
+        pids = processes_with(token)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 if __name__ == "__main__":

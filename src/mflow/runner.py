@@ -21,7 +21,7 @@ from mflow.listener import Listeners, RunListener
 from mflow.logs import MasterLog
 from mflow.modelcheck import suggest
 from mflow.progress import LiveReporter, PlainReporter, summary
-from mflow.reaper import ReaperLink
+from mflow.reaper import TOKEN_VARIABLE, ReaperLink
 from mflow.resume import ResumePlan, plan_resume
 from mflow.settings import SettingsWatcher
 from mflow.states import RunState
@@ -129,7 +129,7 @@ def execute(
     master.write(f"started: task file {flow.path}, {len(task_ids)} tasks{resuming}")
     recorder = Recorder(store, run_id)
     reaper = ReaperLink()
-    listener = Listeners([recorder, reaper, master, reporter])
+    listener = Listeners([recorder, master, reporter])
     engine = Engine(
         flow,
         inputs.types,
@@ -138,6 +138,7 @@ def execute(
         run_id,
         selected=selected,
         skipped=skipped,
+        extra_env={"MFLOW_RUN_ID": str(run_id), TOKEN_VARIABLE: reaper.token},
     )
     started = time.monotonic()
     # Tasks run in the task file's folder; being there already lets them start without

@@ -18,7 +18,7 @@ def utcnow() -> datetime:
 
 def sqlite_timestamp(value: datetime) -> str:
     """SQLAlchemy's SQLite DATETIME text, microseconds always present so text order is time order."""
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(" ", "microseconds")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ _ATTEMPT_COLUMNS = (
 )
 _INSERT_ATTEMPT = (
     f"INSERT INTO mf_attempts (run_id, {', '.join(_ATTEMPT_COLUMNS)})"
-    f" VALUES (:run_id, {', '.join(':' + c for c in _ATTEMPT_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' for _ in _ATTEMPT_COLUMNS)})"
 )
 
 
@@ -173,9 +173,13 @@ class SqliteRunWriter:
             if new_attempts:
                 self.conn.executemany(
                     _INSERT_ATTEMPT,
-                    ({"run_id": run_id, **_text_times(row)} for row in new_attempts),
+                    (
+                        (run_id, *(_sql_value(row[c]) for c in _ATTEMPT_COLUMNS))
+                        for row in new_attempts
+                    ),
                 )
-            for row in map(_text_times, changed_attempts):
+            for row in changed_attempts:
+                row = {key: _sql_value(value) for key, value in row.items()}
                 columns = [key for key in row if not key.startswith("b_")]
                 self.conn.execute(
                     f"UPDATE mf_attempts SET {', '.join(f'{c} = :{c}' for c in columns)}"
@@ -201,11 +205,8 @@ class SqliteRunWriter:
                 )
 
 
-def _text_times(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: sqlite_timestamp(value) if isinstance(value, datetime) else value
-        for key, value in row.items()
-    }
+def _sql_value(value: Any) -> Any:
+    return sqlite_timestamp(value) if isinstance(value, datetime) else value
 
 
 class _immediate:
