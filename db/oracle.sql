@@ -35,6 +35,7 @@ CREATE TABLE mf_runs (
 	parent_run_id INTEGER, 
 	parent_task_id VARCHAR2(255 CHAR), 
 	resumed_from INTEGER, 
+	scope VARCHAR2(1000 CHAR), 
 	message VARCHAR2(2000 CHAR), 
 	PRIMARY KEY (run_id)
 );

@@ -35,6 +35,7 @@ CREATE TABLE mf_runs (
 	parent_run_id INTEGER, 
 	parent_task_id VARCHAR(255), 
 	resumed_from INTEGER, 
+	scope VARCHAR(1000), 
 	message VARCHAR(2000), 
 	PRIMARY KEY (run_id)
 );

@@ -17,6 +17,7 @@ import click
 from mflow import __version__
 from mflow.errors import InvalidFilesError, MflowError, UsageError
 
+RUN_STATES = ("RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
 COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs")
 DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
@@ -54,6 +55,10 @@ def file_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _config(config: Path | None) -> tuple[Path, bool]:
     """The config path and whether it must exist (only when named on the command line)."""
     return (config, True) if config is not None else (Path("config.json"), False)
+
+
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
 
 
 def _warn(problems: Any) -> None:
@@ -118,11 +123,15 @@ def run(
 
     inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
-    selected = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
+    selection = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
+    for note in selection.notes if selection else ():
+        click.echo(f"note: {note}", err=True)
     if dry_run:
-        _show_plan(inputs.flow, selected)
+        _show_plan(inputs.flow, selection.task_ids if selection else None)
         return
-    sys.exit(exit_code(execute(inputs, selected=selected)))
+    if selection is None:
+        sys.exit(exit_code(execute(inputs)))
+    sys.exit(exit_code(execute(inputs, selected=selection.task_ids, scope=selection.scope)))
 
 
 @cli.command()
@@ -161,7 +170,9 @@ def _resume(
     if dry_run:
         _show_plan(inputs.flow, to_run)
         return
-    result = execute(inputs, selected=plan.task_ids, skipped=plan.skipped, resumed_from=run_id)
+    result = execute(
+        inputs, selected=plan.task_ids, skipped=plan.skipped, resumed_from=run_id, scope=plan.scope
+    )
     sys.exit(exit_code(result))
 
 
@@ -195,7 +206,10 @@ def validate(config: Path | None, taskfile: Path | None, datasources: Path | Non
     inputs = load_inputs(*_config(config), taskfile)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
     flow = inputs.flow
-    click.echo(f"{taskfile}: OK, {len(flow.tasks)} tasks, {flow.graph.edge_count} dependencies")
+    click.echo(
+        f"{taskfile}: OK, {_count(len(flow.tasks), 'task')}, "
+        f"{_count(flow.graph.edge_count, 'dependency', 'dependencies')}"
+    )
 
 
 @cli.command()
@@ -216,12 +230,18 @@ def graph(config: Path | None, taskfile: Path | None, datasources: Path | None, 
     click.echo(RENDERERS[fmt](inputs.flow.graph))
 
 
-def _store(config: Path | None) -> Any:
-    from mflow.inputs import open_store
+def _store(config: Path | None, run_id: int | None = None) -> Any:
+    """The state store named by config.json, for reading: a missing SQLite file is not made."""
+    from mflow.inputs import NoStateDatabase, open_store
     from mflow.settings import load_settings
 
     path, required = _config(config)
-    store = open_store(load_settings(path, required=required))
+    try:
+        store = open_store(load_settings(path, required=required), create=False)
+    except NoStateDatabase as exc:
+        if run_id is None:
+            raise
+        raise NoStateDatabase(f"no run {run_id}: {exc}") from None
     store.reap_dead_runs()  # a run whose mflow died shows INTERRUPTED, not RUNNING forever
     return store
 
@@ -234,15 +254,29 @@ def _store(config: Path | None) -> Any:
     help="Global settings file (says where the state database is).",
 )
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
-@click.option("--state", help="Only runs in this state (SUCCESS, FAILED, RUNNING, ...).")
+@click.option(
+    "--state", type=click.Choice(RUN_STATES, case_sensitive=False), help="Only runs in this state."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> None:
-    """List recent runs."""
+    """List recent runs, newest first."""
     from mflow import views
+    from mflow.inputs import NoStateDatabase
 
-    rows = [views.run_json(run) for run in _store(config).list_runs(limit, state and state.upper())]
+    if limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    try:
+        found = _store(config).list_runs(limit, state and state.upper())
+    except NoStateDatabase as exc:
+        found = []
+        if not as_json:
+            click.echo(f"no runs recorded yet ({exc})", err=True)
+            return
+    rows = [views.run_json(run) for run in found]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no runs in state {state.upper()}" if state else "no runs recorded yet")
     else:
         click.echo(views.runs_table(rows))
 
@@ -260,7 +294,7 @@ def status(run_id: int, config: Path | None, as_json: bool) -> None:
     """Show one run: every task's state, attempts, exit code and log."""
     from mflow import views
 
-    store = _store(config)
+    store = _store(config, run_id)
     run_row = store.get_run(run_id)
     if run_row is None:
         raise UsageError(f"no run {run_id} in {store.url}; `mflow runs` lists the runs")
@@ -290,7 +324,7 @@ def logs(run_id: int, task_id: str, config: Path | None, attempt: int | None, fo
 
     out = sys.stdout.buffer
     printed = False
-    for chunk in views.log_chunks(_store(config), run_id, task_id, attempt, follow):
+    for chunk in views.log_chunks(_store(config, run_id), run_id, task_id, attempt, follow):
         out.write(chunk)
         out.flush()
         printed = True

@@ -25,8 +25,8 @@ class LineClock:
 
 
 def local_clock() -> LineClock:
-    """HH:MM:SS.mmm in local time, for the terminal."""
-    return LineClock("%H:%M:%S", utc=False)
+    """YYYY-MM-DD HH:MM:SS.mmm in local time, for the terminal and cron mail."""
+    return LineClock("%Y-%m-%d %H:%M:%S", utc=False)
 
 
 def utc_clock() -> LineClock:

@@ -12,7 +12,7 @@ import os
 import signal
 import traceback
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +47,11 @@ class Engine:
         run_id: int,
         *,
         selected: Collection[str] | None = None,
-        skipped: Collection[str] = (),
+        skipped: Mapping[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
     ):
         """`selected`: run only these tasks (their other dependencies count as met).
-        `skipped`: tasks that succeeded in the run being resumed; they show SKIPPED.
+        `skipped`: tasks that succeeded in the run being resumed -> where; they show SKIPPED.
         `extra_env`: variables mflow gives every task (run id, reaper token)."""
         self.flow = flow
         self.types = types
@@ -62,8 +62,8 @@ class Engine:
         self.base_env = {**os.environ, **settings.current.env, **(extra_env or {})}
         selected_set = set(flow.tasks) if selected is None else set(selected)
         self.order = [task_id for task_id in flow.tasks if task_id in selected_set]
-        self.skipped = set(skipped) & selected_set
-        to_run = selected_set - self.skipped
+        self.skipped = {t: why for t, why in (skipped or {}).items() if t in selected_set}
+        to_run = selected_set - self.skipped.keys()
         # Dependencies outside the selection, or skipped, are treated as met.
         self.waiting_on = {
             task_id: len({dep for dep in flow.tasks[task_id].depends if dep in to_run})
@@ -93,7 +93,7 @@ class Engine:
         self._timers = [flush_timer, reload_timer]
         for task_id in self.order:
             if task_id in self.skipped:
-                self._set_state(task_id, TaskState.SKIPPED, "succeeded in the resumed run")
+                self._set_state(task_id, TaskState.SKIPPED, self.skipped[task_id])
         self._fill()
         self._check_done()
         try:
@@ -135,10 +135,15 @@ class Engine:
             if new != old:
                 self.listener.limit_changed(old, new)
                 self._fill()
+            else:
+                self.listener.notice(
+                    "config file reloaded; a running flow takes only a new "
+                    "max_process_concurrency from it, the rest applies next run"
+                )
         elif self.watcher.last_error:
             self.listener.notice(
-                "config file changed but is invalid, keeping the previous "
-                "settings:\n" + self.watcher.last_error
+                "config file changed but is invalid; the run goes on with the "
+                "previous settings:\n" + self.watcher.last_error
             )
             self.watcher.last_error = None
 

@@ -15,10 +15,14 @@ def _to_mapping(value: Any) -> Any:
     """Accept [{"key": K, "value": V}, ...] (original) as well as {K: V}."""
     if isinstance(value, list):
         mapping = {}
-        for index, item in enumerate(value):
-            if not isinstance(item, dict) or set(item) != {"key", "value"}:
-                raise ValueError(f"item {index} must be an object with exactly 'key' and 'value'")
-            mapping[item["key"]] = item["value"]
+        for number, item in enumerate(value, start=1):
+            # keys in any case, as the original's Go parser read them
+            entry = {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict) else None
+            if entry is None or set(entry) != {"key", "value"}:
+                raise ValueError(
+                    f'entry #{number} must be {{"key": "NAME", "value": "..."}}, got {item!r}'
+                )
+            mapping[entry["key"]] = entry["value"]
         return mapping
     return value
 

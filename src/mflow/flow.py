@@ -45,38 +45,40 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
     problems: list[Problem] = []
     warnings: list[Problem] = []
     data = doc.data
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+    tasks_key = _find_key(data, "tasks") if isinstance(data, dict) else None
+    if tasks_key is None or not isinstance(data[tasks_key], list):
         raise InvalidFilesError(
             [
                 doc.problem(
-                    "tasks",
-                    message='a task file holds {"tasks": [ {"id": ..., "type": ...}, ... ]}',
+                    message=(
+                        'a task file holds {"tasks": [ {"id": ..., "type": ...}, ... ]}; '
+                        + ("'tasks' is not a list" if tasks_key else "no 'tasks' key found")
+                    )
                 )
             ]
         )
     for key in data:
-        if key != "tasks":
+        if key != tasks_key:
             warnings.append(doc.problem(key, key=key, message="unknown key, ignored"))
+    raw_tasks = [_common_keys_lowered(raw) for raw in data[tasks_key]]
 
     tasks: dict[str, TaskSpec] = {}
-    ids = Counter(raw.get("id") for raw in data["tasks"] if isinstance(raw, dict))
-    for index, raw in enumerate(data["tasks"]):
-        spec = _check_task(doc, types, index, raw, ids, problems, warnings)
+    ids = Counter(raw.get("id") for raw in raw_tasks if isinstance(raw, dict))
+    for index, raw in enumerate(raw_tasks):
+        spec = _check_task(doc, types, index, raw, raw_tasks, ids, problems, warnings)
         if spec is not None and spec.id not in tasks:
             tasks[spec.id] = spec
 
     depends = {task_id: spec.depends for task_id, spec in tasks.items()}
     known = set(ids)
-    for index, raw in enumerate(data["tasks"]):
+    for index, raw in enumerate(raw_tasks):
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             problems += _check_depends(doc, index, raw, known)
     graph = Graph(depends)
     for cycle in graph.cycles():
         first = min(cycle, key=list(depends).index)
         index = next(
-            i
-            for i, raw in enumerate(data["tasks"])
-            if isinstance(raw, dict) and raw.get("id") == first
+            i for i, raw in enumerate(raw_tasks) if isinstance(raw, dict) and raw.get("id") == first
         )
         problems.append(
             doc.problem(
@@ -90,8 +92,8 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
                 + " (each task depends on the next)",
             )
         )
-    problems += _check_log_names(doc, data["tasks"], tasks)
-    problems += _check_env(doc, data["tasks"], tasks, variables)
+    problems += _check_log_names(doc, raw_tasks, tasks)
+    problems += _check_env(doc, raw_tasks, tasks, variables)
     if problems:
         raise InvalidFilesError(problems, warnings)
     return Flow(path.resolve(), tasks, graph, tuple(warnings))
@@ -102,6 +104,7 @@ def _check_task(
     types: TaskTypes,
     index: int,
     raw: Any,
+    raw_tasks: list[Any],
     ids: Counter[Any],
     problems: list[Problem],
     warnings: list[Problem],
@@ -137,7 +140,7 @@ def _check_task(
     if ids[task_id] > 1:
         first = next(
             i
-            for i, other in enumerate(doc.data["tasks"])
+            for i, other in enumerate(raw_tasks)
             if isinstance(other, dict) and other.get("id") == task_id
         )
         if first != index:
@@ -177,11 +180,34 @@ def _check_task(
     return spec
 
 
+# Keys every task may have; the original's Go parser matched them in any case ("Depends").
+_COMMON_KEYS = frozenset(TaskSpec.model_fields)
+
+
+def _find_key(data: dict[str, Any], name: str) -> str | None:
+    """The key of `data` that is `name` in any case (the exact spelling first)."""
+    if name in data:
+        return name
+    return next((key for key in data if str(key).lower() == name), None)
+
+
+def _common_keys_lowered(raw: Any) -> Any:
+    """The task with its common keys spelt in lower case, so every check below finds them."""
+    if not isinstance(raw, dict):
+        return raw
+    renamed = {}
+    for key, value in raw.items():
+        lowered = str(key).lower()
+        if lowered in _COMMON_KEYS and key != lowered and lowered not in raw:
+            renamed[lowered] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
 def _key(raw: dict[str, Any], name: str) -> Any:
-    """raw[name], matched case-insensitively like the original."""
-    if name in raw:
-        return raw[name]
-    return next((value for key, value in raw.items() if str(key).lower() == name), None)
+    found = _find_key(raw, name)
+    return None if found is None else raw[found]
 
 
 def _check_depends(
@@ -202,7 +228,9 @@ def _check_depends(
                 position,
                 task_id=raw["id"],
                 key="depends",
-                message=(f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if k])}"),
+                message=(
+                    f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if isinstance(k, str) and k != raw['id']])}"
+                ),
             )
         )
     return problems

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
+from mflow.errors import EnvironmentFault, InvalidFilesError, Problem, UsageError
 from mflow.flow import Flow, load_flow
 from mflow.settings import Settings, load_settings
 from mflow.tasktypes import TaskTypes, builtin_types
@@ -51,12 +51,25 @@ def backend_url(settings: Settings) -> str:
     return settings.model.backend or f"sqlite:///{settings.log_directory / 'mflow.db'}"
 
 
-def open_store(settings: Settings) -> StateStore:
-    """The store for reading and for non-SQLite backends. (Imports SQLAlchemy.)"""
+class NoStateDatabase(UsageError):
+    """A read-only command found no state database where config.json says it is."""
+
+
+def open_store(settings: Settings, *, create: bool = True) -> StateStore:
+    """The store for reading and for non-SQLite backends. (Imports SQLAlchemy.)
+    With create=False a missing SQLite file is an error rather than a new database."""
     from mflow.store.store import StateStore
 
-    prepare_log_directory(settings.log_directory)
-    return StateStore(backend_url(settings))
+    url = backend_url(settings)
+    if not create and url.startswith("sqlite:///") and not Path(url[10:]).exists():
+        where = settings.source or "./config.json (not found)"
+        raise NoStateDatabase(
+            f"no state database at {url[10:]}, where {where} puts it; "
+            "run a flow first, or give the --config it was run with"
+        )
+    if create:
+        prepare_log_directory(settings.log_directory)
+    return StateStore(url)
 
 
 def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:

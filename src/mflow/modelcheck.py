@@ -18,7 +18,10 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    """' (did you mean 'x'?)' for the closest choice, case aside, or ''."""
+    choices = [str(choice) for choice in choices]
+    same_but_case = [choice for choice in choices if choice.lower() == word.lower()]
+    close = same_but_case or difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -15,8 +15,9 @@ from mflow.states import RunState, TaskState
 class ResumePlan:
     run_id: int
     task_ids: list[str]  # the resumed run's tasks, in file order
-    skipped: set[str]  # those that already succeeded there
+    skipped: dict[str, str]  # those that already succeeded, with where they did
     notes: list[str] = field(default_factory=list)
+    scope: str | None = None  # the resumed run's, if it was a partial run
 
 
 def plan_resume(
@@ -55,10 +56,13 @@ def plan_resume(
                 )
             )
     added = [task_id for task_id in flow.tasks if task_id not in previous]
+    whole_flow = run.get("scope") is None
     if added:
+        shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
         notes.append(
-            f"not part of run {run_id}, so not run: {', '.join(added[:10])}"
-            + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+            f"new since run {run_id}, so run now: {shown}"
+            if whole_flow
+            else f"not part of run {run_id} ({run['scope']}), so not run: {shown}"
         )
     if changes and not force:
         raise UsageError(
@@ -67,10 +71,14 @@ def plan_resume(
             + "\nstart a new run, or resume anyway with --force"
         )
     notes += [f"resuming despite: {change}" for change in changes]
-    task_ids = [task_id for task_id in flow.tasks if task_id in previous]
-    skipped = {
-        task_id
-        for task_id in task_ids
-        if previous[task_id]["state"] in (TaskState.SUCCESS, TaskState.SKIPPED)
-    }
-    return ResumePlan(run_id, task_ids, skipped, notes)
+    task_ids = [t for t in flow.tasks if t in previous or (whole_flow and t in added)]
+    skipped = {}
+    for task_id in task_ids:
+        row = previous.get(task_id)
+        if row is None:
+            continue
+        if row["state"] == TaskState.SUCCESS:
+            skipped[task_id] = f"succeeded in run {run_id}"
+        elif row["state"] == TaskState.SKIPPED:
+            skipped[task_id] = row["message"] or f"succeeded before run {run_id}"
+    return ResumePlan(run_id, task_ids, skipped, notes, run.get("scope"))

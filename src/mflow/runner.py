@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,54 +37,70 @@ class RunResult:
     signal: int | None  # the signal that cancelled the run, if any
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The tasks of a partial run, and how it was asked for (kept on the run row)."""
+
+    task_ids: list[str]
+    scope: str
+    notes: list[str]
+
+
 def choose_tasks(
     flow: Flow, *, task: str | None = None, from_: str | None = None, only: str | None = None
-) -> list[str] | None:
+) -> Selection | None:
     """The tasks a partial run runs (None: all). Unknown ids are a usage error."""
-    if sum(x is not None for x in (task, from_, only)) > 1:
-        raise UsageError("use one of --task, --from and --only")
-    if task is None and from_ is None and only is None:
+    given = [
+        (option, value)
+        for option, value in (("--task", task), ("--from", from_), ("--only", only))
+        if value is not None
+    ]
+    if not given:
         return None
-    names = (
-        [task]
-        if task is not None
-        else [from_]
-        if from_ is not None
-        else [name.strip() for name in (only or "").split(",") if name.strip()]
-    )
-    option = "--task" if task is not None else "--from" if from_ is not None else "--only"
-    if not names:
-        raise UsageError(f"{option}: give at least one task id")
+    if len(given) > 1:
+        raise UsageError("use one of --task, --from and --only")
+    option, value = given[0]
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names or (option != "--only" and len(names) > 1):
+        raise UsageError(f"{option}: give {'task ids' if option == '--only' else 'one task id'}")
     for name in names:
         if name not in flow.tasks:
             raise UsageError(
                 f"{option}: no task '{name}' in {flow.path}{suggest(name, flow.tasks)}"
             )
-    if from_ is not None:
-        return [from_, *flow.graph.descendants([from_])]
-    return names
+    chosen = [names[0], *flow.graph.descendants(names)] if option == "--from" else names
+    chosen_set = set(chosen)
+    outside = sorted({dep for t in chosen for dep in flow.tasks[t].depends} - chosen_set)
+    notes = [f"{option}: not run, taken as done: {', '.join(outside)}"] if outside else []
+    ordered = [t for t in flow.tasks if t in chosen_set]
+    return Selection(ordered, f"{option} {value}", notes)
 
 
 def prepare_resume(
     run_id: int, config: Path | None, taskfile: Path | None, *, force: bool
 ) -> tuple[Inputs, ResumePlan]:
     """Load the files of the run to resume (unless others are named) and plan the resume."""
-    from mflow.inputs import open_store
+    from mflow.inputs import NoStateDatabase, open_store
     from mflow.settings import load_settings
 
     settings = load_settings(config or Path("config.json"), required=config is not None)
-    store = open_store(settings)
+    try:
+        store = open_store(settings, create=False)
+    except NoStateDatabase as exc:
+        raise NoStateDatabase(f"no run {run_id} to resume: {exc}") from None
     store.reap_dead_runs()
     run = store.get_run(run_id)
-    if run is not None and config is None and run["config_path"]:
+    if run is None:
+        raise UsageError(f"no run {run_id} to resume; `mflow runs` lists the runs")
+    if config is None and run["config_path"]:
         config = Path(run["config_path"])
-    if run is not None and taskfile is None:
+    if taskfile is None:
         taskfile = Path(run["flow_path"])
     inputs = load_inputs(
         config or Path("config.json"), config is not None, taskfile or Path("tasks.json")
     )
     digests = {task_id: task_digest(spec) for task_id, spec in inputs.flow.tasks.items()}
-    tasks = store.task_rows(run_id) if run is not None else []
+    tasks = store.task_rows(run_id)
     store.close()
     return inputs, plan_resume(run, run_id, tasks, inputs.flow, digests, force=force)
 
@@ -111,7 +127,8 @@ def execute(
     inputs: Inputs,
     *,
     selected: Collection[str] | None = None,
-    skipped: Collection[str] = (),
+    skipped: Mapping[str, str] | None = None,
+    scope: str | None = None,
     resumed_from: int | None = None,
     live: bool | None = None,
 ) -> RunResult:
@@ -119,7 +136,11 @@ def execute(
     flow = inputs.flow
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
     run_id = store.create_run(
-        flow.path, inputs.settings.source, task_rows(inputs, task_ids), resumed_from=resumed_from
+        flow.path,
+        inputs.settings.source,
+        task_rows(inputs, task_ids),
+        resumed_from=resumed_from,
+        scope=scope,
     )
     if live is None:
         live = sys.stdout.isatty()

@@ -106,7 +106,8 @@ class SettingsWatcher:
         try:
             self.current = load_settings(self.current.source, required=True)
         except InvalidFilesError as exc:
-            self.last_error = str(exc)  # keep the old settings; the caller reports it
+            # Keep the old settings; the caller reports the problems.
+            self.last_error = "\n".join(map(str, exc.problems))
             return False
         self.last_error = None
         return True

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mflow.errors import UsageError
-from mflow.states import TaskState
+from mflow.modelcheck import suggest
+from mflow.states import RunState, TaskState
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -75,16 +77,33 @@ def status_json(
 
 
 def runs_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no runs recorded yet"
-    lines = [f"{'RUN':>6}  {'STATE':<11} {'STARTED (UTC)':<23} {'DURATION':>9}  {'TASKS':<34} FLOW"]
+    table = [["RUN", "STATE", "STARTED (UTC)", "DURATION", "TASKS", "FLOW"]]
     for row in rows:
-        counts = ", ".join(f"{n} {s}" for s, n in row["task_states"].items())
         duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-"
-        lines.append(
-            f"{row['run_id']:>6}  {row['state']:<11} {row['started_at'][:23]:<23} "
-            f"{duration:>9}  {counts:<34} {row['flow_path']}"
+        counts = ", ".join(f"{n} {s}" for s, n in row["task_states"].items())
+        table.append(
+            [
+                str(row["run_id"]),
+                row["state"],
+                (row["started_at"] or "")[:23],
+                duration,
+                counts,
+                row["flow_path"],
+            ]
         )
+    return _columns(table, right={0, 3})
+
+
+def _columns(table: list[list[str]], right: set[int]) -> str:
+    """Rows as aligned text columns, two spaces apart; the last column is not padded."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for row in table:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row[:-1])
+        ]
+        lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
 
 
@@ -104,7 +123,7 @@ def status_text(data: dict[str, Any]) -> str:
         last = task["attempts"][-1] if task["attempts"] else {}
         exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
         took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
-        detail = task["message"] or last.get("log_path") or ""
+        detail = task["message"] or _log_or_none(last.get("log_path"))
         tries = f"{len(task['attempts'])}/{task['max_attempts']}"
         lines.append(
             f"{task['task_id']:<{width}}  {task['state']:<15} {tries:>5} "
@@ -113,18 +132,17 @@ def status_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _log_or_none(path: str | None) -> str:
+    if not path:
+        return ""
+    return path if Path(path).exists() else "(no output)"
+
+
 def log_chunks(
     store: Any, run_id: int, task_id: str, attempt: int | None, follow: bool
 ) -> Iterator[bytes]:
     """The bytes of a task attempt's log; with `follow`, more as they come until it ends."""
-    rows = store.attempt_rows(run_id, task_id)
-    if not rows:
-        if store.get_run(run_id) is None:
-            raise UsageError(f"no run {run_id}; `mflow runs` lists the runs")
-        raise UsageError(
-            f"task '{task_id}' of run {run_id} has not started (no log yet); "
-            f"`mflow status {run_id}` shows its state"
-        )
+    rows = _attempts_to_read(store, run_id, task_id, follow)
     if attempt is None:
         row = max(rows, key=lambda r: r["attempt"])
     else:
@@ -160,6 +178,33 @@ def log_chunks(
     finally:
         if log is not None:
             log.close()
+
+
+def _attempts_to_read(store: Any, run_id: int, task_id: str, follow: bool) -> list[dict]:
+    """The task's attempts; with `follow`, waits for a task of a live run to start."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id}; `mflow runs` lists the runs")
+    tasks = {row["task_id"]: row for row in store.task_rows(run_id)}
+    task = tasks.get(task_id)
+    if task is None:
+        raise UsageError(f"run {run_id} has no task '{task_id}'{suggest(task_id, tasks)}")
+    while True:
+        rows = store.attempt_rows(run_id, task_id)
+        if rows:
+            return rows
+        if task["state"] == TaskState.SKIPPED:
+            raise UsageError(
+                f"task '{task_id}' was SKIPPED in run {run_id}: "
+                f"{task['message']}; see the log of that run"
+            )
+        if not follow or store.get_run(run_id)["state"] != RunState.RUNNING:
+            raise UsageError(
+                f"task '{task_id}' of run {run_id} did not start "
+                f"({task['state']}); `mflow status {run_id}` says why"
+            )
+        time.sleep(0.2)  # -f on a task still waiting for its turn
+        task = {row["task_id"]: row for row in store.task_rows(run_id)}[task_id]
 
 
 def _attempt_over(store: Any, run_id: int, task_id: str, attempt: int) -> bool:

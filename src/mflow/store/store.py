@@ -65,6 +65,7 @@ class StateStore:
         parent_run_id: int | None = None,
         parent_task_id: str | None = None,
         resumed_from: int | None = None,
+        scope: str | None = None,
     ) -> int:
         now = utcnow()
         with self.engine.begin() as conn:
@@ -81,6 +82,7 @@ class StateStore:
                     parent_run_id=parent_run_id,
                     parent_task_id=parent_task_id,
                     resumed_from=resumed_from,
+                    scope=scope,
                 )
             ).inserted_primary_key[0]
             if task_rows:

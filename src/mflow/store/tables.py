@@ -45,6 +45,7 @@ runs = Table(
     Column("parent_run_id", Integer),
     Column("parent_task_id", String(255)),
     Column("resumed_from", Integer),  # the run this one resumes
+    Column("scope", String(1000)),  # a partial run's selection ("--only a,b"); NULL: all
     Column("message", String(2000)),
 )
 Index("mf_runs_state", runs.c.state)

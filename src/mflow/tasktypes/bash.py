@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from pydantic import field_validator
+
 from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
 
 # Words made only of these characters mean the same to bash as to exec: no quoting,
@@ -25,6 +27,13 @@ source suspend test times trap type typeset ulimit umask unalias unset wait
 
 class BashSpec(TaskSpec):
     command: str
+
+    @field_validator("command")
+    @classmethod
+    def _not_blank(cls, command: str) -> str:
+        if not command.strip():
+            raise ValueError("the command is empty")
+        return command
 
 
 class BashType(TaskType):
