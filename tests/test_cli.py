@@ -361,3 +361,52 @@ def test_help(project: Project, command: list[str]) -> None:
     assert_exit(result, 0)
     assert "Usage:" in result.stdout
     assert project.nothing_recorded()
+
+
+def test_read_commands_outside_a_project_create_nothing(tmp_path: Path) -> None:
+    empty = Project(tmp_path)  # no config.json, no logs
+    runs = empty.mflow("runs")
+    assert_exit(runs, 0)
+    assert "no runs recorded yet" in runs.stderr and "no state database" in runs.stderr
+    status = empty.mflow("status", "4")
+    assert_exit(status, 2)
+    assert "no run 4" in status.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_runs_state_filter_is_checked_and_says_what_it_filtered(history: Project) -> None:
+    bogus = history.mflow("runs", "--state", "bogus")
+    assert_exit(bogus, 2)
+    assert "bogus" in bogus.stderr and "success" in bogus.stderr.lower()
+    none = history.mflow("runs", "--state", "cancelled")
+    assert_exit(none, 0)
+    assert none.stdout.strip() == "no runs in state CANCELLED"
+
+
+def test_logs_of_a_task_the_run_does_not_have(history: Project) -> None:
+    result = history.mflow("logs", "1", "nosuch")
+    assert_exit(result, 2)
+    assert "run 1 has no task 'nosuch'" in result.stderr
+
+
+def test_logs_follow_waits_for_a_task_that_has_not_started(project: Project) -> None:
+    project.write_tasks(
+        [
+            bash("first", "while [ ! -e go ]; do sleep 0.05; done"),
+            bash("second", "echo from second", "first"),
+        ]
+    )
+    bg = project.start("run")
+    wait_for(lambda: project.db_when_ready("SELECT 1 FROM mf_runs"), what="the run row")
+    follow = project.start("logs", "1", "second", "-f")
+    (project.root / "go").touch()
+    assert_exit(bg.wait(60), 0)
+    result = follow.wait(60)
+    assert_exit(result, 0)
+    assert result.stdout == "from second\n"
+
+
+def test_unknown_command_is_named(project: Project) -> None:
+    result = project.mflow("statsu", "1")
+    assert_exit(result, 2)
+    assert "unknown command 'statsu' (did you mean 'status'?)" in result.stderr

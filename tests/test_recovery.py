@@ -372,3 +372,34 @@ def test_resume_after_random_sigkills_completes_the_flow(project: Project):
     assert project.db("SELECT * FROM mf_attempts WHERE state = 'RUNNING'") == []
     final = project.task_states(runs[-1]["run_id"])
     assert set(final.values()) <= {"SUCCESS", "SKIPPED"} and len(final) == 50
+
+
+def test_resume_runs_tasks_added_to_a_whole_flow_run_and_names_where_skipped_ones_ran(
+    project: Project,
+):
+    project.write_tasks([bash("a", "echo a"), bash("b", "exit 1", "a")])
+    assert_exit(project.mflow("run"), 1)
+    first = project.last_run_id()
+    project.write_tasks([bash("a", "echo a"), bash("b", "true", "a"), bash("c", "echo new", "b")])
+    result = project.mflow("resume", str(first))
+    assert_exit(result, 0)
+    assert "new since run 1, so run now: c" in result.stderr
+    second = project.last_run_id()
+    assert project.task_states(second) == {"a": "SKIPPED", "b": "SUCCESS", "c": "SUCCESS"}
+    skipped = project.mflow("logs", str(second), "a")
+    assert_exit(skipped, 2)
+    assert f"succeeded in run {first}" in skipped.stderr
+
+
+def test_a_partial_run_says_what_it_takes_as_done_and_resumes_as_partial(project: Project):
+    project.write_tasks([bash("a", "echo a"), bash("b", "exit 1", "a"), bash("c", "true")])
+    result = project.mflow("run", "--only", "b")
+    assert_exit(result, 1)
+    assert "--only: not run, taken as done: a" in result.stderr
+    first = project.last_run_id()
+    assert project.db("SELECT scope FROM mf_runs WHERE run_id = ?", first)[0]["scope"] == "--only b"
+    project.write_tasks([bash("a", "echo a"), bash("b", "true", "a"), bash("c", "true")])
+    resumed = project.mflow("resume", str(first))
+    assert_exit(resumed, 0)
+    assert "not part of run 1 (--only b), so not run: a, c" in resumed.stderr
+    assert project.task_states(project.last_run_id()) == {"b": "SUCCESS"}

@@ -402,3 +402,53 @@ def test_original_env_list_form_and_case_insensitive_keys_are_accepted(project: 
     result = validate(project, [{"id": "a", "type": "bash", "command": "true", "Depends": []}])
     assert_exit(result, 0)
     assert problems(result.stderr) == []
+
+
+def test_common_keys_in_any_case_count_everywhere(project: Project) -> None:
+    """`ID`, `Type`, `DEPENDS` as the original's Go parser read them: ids, dependencies,
+    duplicates and env checks all see them."""
+    tasks = [
+        {"ID": "a", "Type": "bash", "Command": "true"},
+        {"Id": "b", "TYPE": "bash", "command": "true", "DEPENDS": ["a", "ghost"]},
+        {"ID": "a", "type": "bash", "command": "true"},
+    ]
+    result = validate(project, tasks)
+    assert_exit(result, 2)
+    texts = [p.text for p in problems(result.stderr)]
+    assert any("depends on unknown task 'ghost'" in t for t in texts), result
+    assert any("duplicate id" in t for t in texts), result
+    assert not any("unknown task 'a'" in t for t in texts), result
+
+
+def test_env_entries_in_the_original_form_accept_any_case_and_bad_ones_are_numbered(
+    project: Project,
+) -> None:
+    ok = validate(project, [bash("a", "true", env=[{"Key": "A", "Value": "1"}])])
+    assert_exit(ok, 0)
+    bad = validate(project, [bash("a", "true", env=[{"key": "A", "value": "1"}, {"name": "B"}])])
+    problem = only_problem(bad)
+    assert "entry #2" in problem.text and "'key': 'NAME'" not in problem.text
+
+
+def test_blank_command_is_an_error(project: Project) -> None:
+    problem = only_problem(validate(project, [bash("a", "   ")]))
+    assert "task 'a'" in problem.text and "the command is empty" in problem.text
+
+
+def test_type_in_other_case_gets_a_suggestion(project: Project) -> None:
+    problem = only_problem(validate(project, [{"id": "a", "type": "BASH", "command": "true"}]))
+    assert "unknown task type 'BASH' (did you mean 'bash'?)" in problem.text
+
+
+def test_an_unknown_dependency_never_suggests_the_task_itself(project: Project) -> None:
+    problem = only_problem(validate(project, [bash("tarea6", "true", "tarea5")]))
+    assert "did you mean" not in problem.text
+
+
+def test_problems_of_config_and_task_file_are_reported_together(project: Project) -> None:
+    project.write_config(max_process_concurrency=0)
+    result = validate(project, [bash("a", "true", "nope")])
+    assert_exit(result, 2)
+    files = sorted(p.file for p in problems(result.stderr))
+    assert files == ["config.json", "tasks.json"], result
+    assert "2 problems found" in result.stderr
