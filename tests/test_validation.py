@@ -296,7 +296,7 @@ def test_malformed_yaml_carries_its_line(project: Project) -> None:
 @pytest.mark.parametrize(
     "value, words",
     [
-        (0, "greater than 0"),
+        (0, "greater than or equal to 1"),
         ('"three"', "integer"),
     ],
 )

@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from mflow import __version__
-from mflow.errors import InvalidFilesError, MflowError, UsageError
+from mflow.errors import InternalError, InvalidFilesError, MflowError, UsageError
 
+RUN_ID = click.IntRange(1, 2**62)  # what every backend's integer column holds
 RUN_STATES = ("RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
 COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs")
 DEFAULT_TASKFILE = Path("tasks.json")
@@ -135,7 +136,7 @@ def run(
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @file_options
 @click.option("--force", is_flag=True, help="Resume even if the task file changed.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; run nothing.")
@@ -253,7 +254,13 @@ def _store(config: Path | None, run_id: int | None = None) -> Any:
     default=None,
     help="Global settings file (says where the state database is).",
 )
-@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many runs, newest first.",
+)
 @click.option(
     "--state", type=click.Choice(RUN_STATES, case_sensitive=False), help="Only runs in this state."
 )
@@ -263,8 +270,6 @@ def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> N
     from mflow import views
     from mflow.inputs import NoStateDatabase
 
-    if limit < 1:
-        raise UsageError("--limit must be 1 or more")
     try:
         found = _store(config).list_runs(limit, state and state.upper())
     except NoStateDatabase as exc:
@@ -282,7 +287,7 @@ def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> N
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option(
     "--config",
     type=click.Path(path_type=Path),
@@ -306,7 +311,7 @@ def status(run_id: int, config: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("task_id")
 @click.option(
     "--config",
@@ -314,7 +319,9 @@ def status(run_id: int, config: Path | None, as_json: bool) -> None:
     default=None,
     help="Global settings file (says where the state database is).",
 )
-@click.option("--attempt", type=int, help="Which attempt [default: the last].")
+@click.option(
+    "--attempt", type=click.IntRange(1, 100_000), help="Which attempt [default: the last]."
+)
 @click.option(
     "-f", "--follow", is_flag=True, help="Keep printing as the task writes, until it ends."
 )
@@ -324,12 +331,20 @@ def logs(run_id: int, task_id: str, config: Path | None, attempt: int | None, fo
 
     out = sys.stdout.buffer
     printed = False
-    for chunk in views.log_chunks(_store(config, run_id), run_id, task_id, attempt, follow):
-        out.write(chunk)
-        out.flush()
-        printed = True
+    try:
+        for chunk in views.log_chunks(_store(config, run_id), run_id, task_id, attempt, follow):
+            out.write(chunk)
+            out.flush()
+            printed = True
+    except BrokenPipeError:  # `mflow logs ... | head`: the reader has what it wanted
+        sys.stdout = None  # type: ignore[assignment]
+        return
     if not printed:
-        click.echo(f"(no output: task '{task_id}' printed nothing)", err=True)
+        click.echo(
+            f"(no output: no log file for task '{task_id}': it printed nothing, "
+            "or its log was removed)",
+            err=True,
+        )
 
 
 def _translate_go_flags(argv: list[str]) -> list[str]:
@@ -347,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     code = run_cli(_translate_go_flags(sys.argv[1:] if argv is None else argv))
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except (OSError, ValueError):
             pass  # a reader that went away (`mflow runs | head`) is not an error
     # Everything is written and closed by now; skipping the interpreter's teardown saves
@@ -381,6 +397,11 @@ def run_cli(args: list[str]) -> int:
             click.echo(str(problem), err=True)
         _warn(exc.warnings)
         click.echo(f"Error: {exc.summary}", err=True)
+        return exc.exit_code
+    except InternalError as exc:
+        click.echo(
+            f"{exc}\nmflow hit an internal error (a bug); please report the above.", err=True
+        )
         return exc.exit_code
     except MflowError as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -6,6 +6,7 @@ reported, so valid files pay nothing for them.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Document:
     text: str
     data: Any
     _positions: dict[Path_, int] | None = field(default=None, repr=False)
+    _line_starts: list[int] | None = field(default=None, repr=False)
 
     def locate(self, *where: str | int) -> tuple[int, int]:
         """Line and column (1-based) of the value at `where`, or of its nearest parent."""
@@ -42,8 +44,10 @@ class Document:
         if key not in offsets:
             return (0, 0)
         offset = offsets[key]
-        line = self.text.count("\n", 0, offset) + 1
-        return line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        if self._line_starts is None:  # found once, so a file with many problems stays fast
+            self._line_starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
+        line = bisect.bisect_right(self._line_starts, offset)
+        return line, offset - self._line_starts[line - 1] + 1
 
     def problem(
         self, *where: str | int, task_id: str | None = None, key: str | None = None, message: str
@@ -60,6 +64,8 @@ def load_document(path: Path, what: str) -> Document:
     """Parse `path`; a missing, unreadable or malformed file raises InvalidFilesError."""
     display = str(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise InvalidFilesError([Problem(display, message=f"{what} is not a regular file")])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidFilesError([Problem(display, message=f"{what} not found")]) from None
@@ -67,7 +73,7 @@ def load_document(path: Path, what: str) -> Document:
         raise InvalidFilesError(
             [Problem(display, message=f"{what} is a folder, not a file")]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidFilesError([Problem(display, message=f"cannot read {what}: {exc}")]) from None
     if is_yaml(path):
         data = _parse_yaml(text, display)
@@ -78,6 +84,12 @@ def load_document(path: Path, what: str) -> Document:
             raise InvalidFilesError(
                 [Problem(display, exc.lineno, exc.colno, message=f"malformed JSON: {exc.msg}")]
             ) from None
+        except RecursionError:
+            raise InvalidFilesError(
+                [Problem(display, message="malformed JSON: nested too deeply")]
+            ) from None
+        except ValueError as exc:  # e.g. an integer of thousands of digits
+            raise InvalidFilesError([Problem(display, message=f"malformed JSON: {exc}")]) from None
     return Document(path, display, text, data)
 
 
@@ -86,6 +98,8 @@ def _parse_yaml(text: str, display: str) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except (RecursionError, ValueError) as exc:
+        raise InvalidFilesError([Problem(display, message=f"unusable YAML: {exc}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -96,13 +110,14 @@ def _parse_yaml(text: str, display: str) -> Any:
 
 
 def _positions(text: str, suffix: str) -> dict[Path_, int]:
-    if suffix.lower() in (".yaml", ".yml"):
-        return _yaml_positions(text)
     positions: dict[Path_, int] = {}
     try:
-        _walk_json(text, _WS.match(text, 0).end(), (), positions)  # type: ignore[union-attr]
-    except (ValueError, IndexError):
-        pass  # the file parsed once already; keep what was found
+        if suffix.lower() in (".yaml", ".yml"):
+            _yaml_positions(text, positions)
+        else:
+            _walk_json(text, _WS.match(text, 0).end(), (), positions)  # type: ignore[union-attr]
+    except (ValueError, IndexError, RecursionError):
+        pass  # the file parsed once already; keep what was found (deep nesting: the top)
     return positions
 
 
@@ -135,14 +150,18 @@ def _walk_json(text: str, pos: int, path: Path_, out: dict[Path_, int]) -> int:
     return match.end()
 
 
-def _yaml_positions(text: str) -> dict[Path_, int]:
+def _yaml_positions(text: str, out: dict[Path_, int]) -> None:
     import yaml
 
-    out: dict[Path_, int] = {}
     line_starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+
+    seen: set[int] = set()
 
     def walk(node: Any, path: Path_) -> None:
         out[path] = line_starts[node.start_mark.line] + node.start_mark.column
+        if id(node) in seen:  # an alias: its node was walked where the anchor is
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 walk(value_node, (*path, key_node.value))
@@ -153,4 +172,3 @@ def _yaml_positions(text: str) -> dict[Path_, int]:
     root = yaml.compose(text)
     if root is not None:
         walk(root, ())
-    return out

@@ -24,7 +24,7 @@ from mflow.logs import task_log_path
 from mflow.settings import SettingsWatcher
 from mflow.states import RunState, TaskState
 from mflow.tasktypes import TaskTypes
-from mflow.tasktypes.base import TaskContext, TaskResult
+from mflow.tasktypes.base import MAX_SECONDS, TaskContext, TaskResult
 
 FLUSH_INTERVAL_S = 0.25
 
@@ -189,7 +189,8 @@ class Engine:
         backoff = (
             spec.retry_backoff if spec.retry_backoff is not None else defaults.default_retry_backoff
         )
-        return float(delay * backoff ** (self.attempts[task_id] - 1))
+        exponent = min(self.attempts[task_id] - 1, 64)  # 100 ** 64 is still a float
+        return min(float(delay * backoff**exponent), MAX_SECONDS)
 
     def max_attempts(self, task_id: str) -> int:
         spec = self.flow.tasks[task_id]
@@ -305,9 +306,11 @@ class Engine:
         self._timers[0] = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._flush_tick)
 
     def _reload_tick(self) -> None:
-        self.reload_settings()
-        interval = self.watcher.current.model.check_new_config_interval
-        self._timers[1] = asyncio.get_running_loop().call_later(interval, self._reload_tick)
+        try:
+            self.reload_settings()
+        finally:  # whatever happened, keep watching the file
+            interval = self.watcher.current.model.check_new_config_interval
+            self._timers[1] = asyncio.get_running_loop().call_later(interval, self._reload_tick)
 
     # -- outcome --------------------------------------------------------------------------
     def _run_state(self) -> RunState:
@@ -326,5 +329,8 @@ class Engine:
 
 
 def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(text)
+    try:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(text)
+    except OSError:
+        pass  # the task's message says what went wrong; the log was only a bonus

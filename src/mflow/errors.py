@@ -3,7 +3,8 @@
 MflowError (70: a bug if it escapes unclassified)
 ├── UsageError        2  bad command line
 ├── InvalidFilesError 2  config.json / tasks.json / datasources invalid: lists every Problem
-└── EnvironmentFault  3  backend unreachable, log folder not writable, ...
+├── EnvironmentFault  3  backend unreachable, log folder not writable, ...
+└── InternalError    70  a bug caught during a run (its traceback is printed)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Problem:
     """One thing wrong in an input file, located as precisely as we can."""
 
@@ -33,6 +34,9 @@ class Problem:
             parts.append(f"key '{self.key}'")
         return ": ".join(parts) + ": " + self.message
 
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.file, self.line, self.column, self.message)
+
 
 class MflowError(Exception):
     exit_code = 70
@@ -46,8 +50,8 @@ class InvalidFilesError(MflowError):
     exit_code = 2
 
     def __init__(self, problems: list[Problem], warnings: list[Problem] | tuple[Problem, ...] = ()):
-        self.problems = sorted(problems)
-        self.warnings = sorted(warnings)
+        self.problems = sorted(problems, key=Problem.sort_key)
+        self.warnings = sorted(warnings, key=Problem.sort_key)
         count = len(self.problems)
         self.summary = f"{count} problem{'s' if count != 1 else ''} found; nothing was run"
         super().__init__("\n".join([*map(str, self.problems), self.summary]))
@@ -55,3 +59,9 @@ class InvalidFilesError(MflowError):
 
 class EnvironmentFault(MflowError):
     exit_code = 3
+
+
+class InternalError(MflowError):
+    """A bug found while running: reported with its traceback, exit 70."""
+
+    exit_code = 70

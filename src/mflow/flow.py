@@ -13,11 +13,12 @@ from mflow.documents import Document, load_document
 from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
-from mflow.modelcheck import check_model, suggest
+from mflow.modelcheck import check_model, lower_case_keys, suggest
 from mflow.tasktypes import TaskTypes
 from mflow.tasktypes.base import TaskSpec
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.@+=-]")
+MAX_ID_LENGTH = 200  # a log file name holds it, and so does a VARCHAR(255) column
 
 
 def log_name_part(task_id: str) -> str:
@@ -39,13 +40,42 @@ class Flow:
         return self.path.parent
 
 
+class _Checker:
+    """Collects the problems of one task file; knows where each task stands in it."""
+
+    def __init__(self, doc: Document, raw_tasks: list[Any]):
+        self.doc = doc
+        self.raw_tasks = raw_tasks
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.first_index: dict[str, int] = {}  # id -> index of its first task
+        for index, raw in enumerate(raw_tasks):
+            task_id = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(task_id, str):
+                self.first_index.setdefault(task_id, index)
+
+    def add(
+        self,
+        index: int,
+        *where: str | int,
+        task_id: str | None = None,
+        key: str | None = None,
+        message: str,
+    ) -> None:
+        self.problems.append(
+            self.doc.problem("tasks", index, *where, task_id=task_id, key=key, message=message)
+        )
+
+
 def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
     """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
     doc = load_document(path, "task file")
-    problems: list[Problem] = []
-    warnings: list[Problem] = []
     data = doc.data
-    tasks_key = _find_key(data, "tasks") if isinstance(data, dict) else None
+    tasks_key = (
+        next((k for k in data if str(k).lower() == "tasks"), None)
+        if isinstance(data, dict)
+        else None
+    )
     if tasks_key is None or not isinstance(data[tasks_key], list):
         raise InvalidFilesError(
             [
@@ -57,126 +87,131 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
                 )
             ]
         )
+    raw_tasks = data[tasks_key]
+    check = _Checker(doc, [_common_keys_lowered(raw) for raw in raw_tasks])
     for key in data:
         if key != tasks_key:
-            warnings.append(doc.problem(key, key=key, message="unknown key, ignored"))
-    raw_tasks = [_common_keys_lowered(raw) for raw in data[tasks_key]]
+            check.warnings.append(doc.problem(key, key=key, message="unknown key, ignored"))
+    if not raw_tasks:
+        check.warnings.append(doc.problem(tasks_key, message="the flow has no tasks"))
 
+    id_counts = Counter(
+        raw.get("id")
+        for raw in check.raw_tasks
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str)
+    )
     tasks: dict[str, TaskSpec] = {}
-    ids = Counter(raw.get("id") for raw in raw_tasks if isinstance(raw, dict))
-    for index, raw in enumerate(raw_tasks):
-        spec = _check_task(doc, types, index, raw, raw_tasks, ids, problems, warnings)
+    for index, raw in enumerate(check.raw_tasks):
+        spec = _check_task(check, types, index, raw, id_counts)
         if spec is not None and spec.id not in tasks:
             tasks[spec.id] = spec
 
-    depends = {task_id: spec.depends for task_id, spec in tasks.items()}
-    known = set(ids)
-    for index, raw in enumerate(raw_tasks):
+    for index, raw in enumerate(check.raw_tasks):
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-            problems += _check_depends(doc, index, raw, known)
-    graph = Graph(depends)
+            _check_depends(check, index, raw, id_counts.keys())
+    graph = Graph({task_id: spec.depends for task_id, spec in tasks.items()})
     for cycle in graph.cycles():
-        first = min(cycle, key=list(depends).index)
-        index = next(
-            i for i, raw in enumerate(raw_tasks) if isinstance(raw, dict) and raw.get("id") == first
+        first = min(cycle, key=check.first_index.__getitem__)
+        shown = cycle if len(cycle) <= 12 else [*cycle[:10], "...", cycle[-1]]
+        check.add(
+            check.first_index[first],
+            "depends",
+            task_id=first,
+            key="depends",
+            message=(
+                (
+                    "dependency cycle: "
+                    if len(cycle) <= 12
+                    else f"dependency cycle of {len(cycle) - 1} tasks: "
+                )
+                + " -> ".join(shown)
+                + " (each task depends on the next)"
+            ),
         )
-        problems.append(
-            doc.problem(
-                "tasks",
-                index,
-                "depends",
-                task_id=first,
-                key="depends",
-                message="dependency cycle: "
-                + " -> ".join(cycle)
-                + " (each task depends on the next)",
-            )
-        )
-    problems += _check_log_names(doc, raw_tasks, tasks)
-    problems += _check_env(doc, raw_tasks, tasks, variables)
-    if problems:
-        raise InvalidFilesError(problems, warnings)
-    return Flow(path.resolve(), tasks, graph, tuple(warnings))
+    _check_log_names(check, tasks)
+    _check_env(check, tasks, variables)
+    if check.problems:
+        raise InvalidFilesError(check.problems, check.warnings)
+    return Flow(path.resolve(), tasks, graph, tuple(check.warnings))
 
 
 def _check_task(
-    doc: Document,
-    types: TaskTypes,
-    index: int,
-    raw: Any,
-    raw_tasks: list[Any],
-    ids: Counter[Any],
-    problems: list[Problem],
-    warnings: list[Problem],
+    check: _Checker, types: TaskTypes, index: int, raw: Any, id_counts: Counter[str]
 ) -> TaskSpec | None:
-    where = ("tasks", index)
+    number = f"task #{index + 1}"
     if not isinstance(raw, dict):
-        problems.append(doc.problem(*where, message=f"task #{index + 1} must be an object {{...}}"))
+        check.add(index, message=f"{number} must be an object {{...}}, not {type(raw).__name__}")
         return None
-    task_id = _key(raw, "id")
+    task_id = raw.get("id")
     if task_id is None:
-        problems.append(
-            doc.problem(
-                *where,
-                key="id",
-                message=(
-                    f"task #{index + 1}: required key is missing (every task needs a unique id)"
-                ),
-            )
+        check.add(
+            index,
+            key="id",
+            message=f"{number}: required key is missing (every task needs a unique id)",
         )
         return None
-    if not isinstance(task_id, str) or not task_id.strip() or "\n" in task_id:
-        problems.append(
-            doc.problem(
-                *where,
-                "id",
-                key="id",
-                message=(
-                    f"task #{index + 1}: 'id' must be a non-empty one-line string (got {task_id!r})"
-                ),
-            )
+    if not isinstance(task_id, str) or not task_id.strip() or "\n" in task_id or "\0" in task_id:
+        check.add(
+            index,
+            "id",
+            key="id",
+            message=(f"{number}: 'id' must be a non-empty one-line string (got {task_id!r:.60})"),
         )
         return None
-    if ids[task_id] > 1:
-        first = next(
-            i
-            for i, other in enumerate(raw_tasks)
-            if isinstance(other, dict) and other.get("id") == task_id
+    if len(task_id) > MAX_ID_LENGTH:
+        check.add(
+            index,
+            "id",
+            key="id",
+            message=(
+                f"{number}: the id is {len(task_id)} characters long; at most {MAX_ID_LENGTH}"
+            ),
         )
-        if first != index:
-            line, _ = doc.locate("tasks", first)
-            problems.append(
-                doc.problem(
-                    *where,
-                    "id",
-                    task_id=task_id,
-                    key="id",
-                    message=(
-                        f"duplicate id: task #{first + 1} (line {line}) has it too; ids must be unique"
-                    ),
-                )
+        return None
+    first = check.first_index[task_id]
+    if id_counts[task_id] > 1 and first != index:
+        line, _ = check.doc.locate("tasks", first)
+        check.add(
+            index,
+            "id",
+            task_id=task_id,
+            key="id",
+            message=(
+                f"duplicate id: task #{first + 1} (line {line}) has it too; ids must be unique"
+            ),
+        )
+        return None
+    type_name = raw.get("type")
+    if not isinstance(type_name, str):
+        check.add(
+            index,
+            "type",
+            task_id=task_id,
+            key="type",
+            message=(
+                "required key is missing"
+                if type_name is None
+                else f"must be the name of a task type, not {type_name!r:.40}"
             )
-            return None
-    type_name = _key(raw, "type")
-    task_type = types.get(type_name) if isinstance(type_name, str) else None
+            + f"; known types: {', '.join(types.names())}",
+        )
+        return None
+    task_type = types.get(type_name)
     if task_type is None:
-        known = ", ".join(types.names())
-        problems.append(
-            doc.problem(
-                *where,
-                "type",
-                task_id=task_id,
-                key="type",
-                message=(
-                    f"unknown task type {type_name!r}{suggest(str(type_name), types.names())};"
-                    f" known types: {known}"
-                ),
-            )
+        check.add(
+            index,
+            "type",
+            task_id=task_id,
+            key="type",
+            message=(
+                f"unknown task type '{type_name}'{suggest(type_name, types.names())}; "
+                f"known types: {', '.join(types.names())}"
+            ),
         )
         return None
-    spec, found, notes = check_model(doc, task_type.spec, raw, where, task_id)
-    problems += found
-    warnings += notes
+    spec, found, notes = check_model(check.doc, task_type.spec, raw, ("tasks", index), task_id)
+    check.problems += found
+    check.warnings += notes
     return spec
 
 
@@ -184,112 +219,64 @@ def _check_task(
 _COMMON_KEYS = frozenset(TaskSpec.model_fields)
 
 
-def _find_key(data: dict[str, Any], name: str) -> str | None:
-    """The key of `data` that is `name` in any case (the exact spelling first)."""
-    if name in data:
-        return name
-    return next((key for key in data if str(key).lower() == name), None)
-
-
 def _common_keys_lowered(raw: Any) -> Any:
     """The task with its common keys spelt in lower case, so every check below finds them."""
     if not isinstance(raw, dict):
         return raw
-    renamed = {}
-    for key, value in raw.items():
-        lowered = str(key).lower()
-        if lowered in _COMMON_KEYS and key != lowered and lowered not in raw:
-            renamed[lowered] = value
-        else:
-            renamed[key] = value
-    return renamed
+    return lower_case_keys(raw, _COMMON_KEYS)
 
 
-def _key(raw: dict[str, Any], name: str) -> Any:
-    found = _find_key(raw, name)
-    return None if found is None else raw[found]
-
-
-def _check_depends(
-    doc: Document, index: int, raw: dict[str, Any], known: set[Any]
-) -> list[Problem]:
-    depends = _key(raw, "depends")
+def _check_depends(check: _Checker, index: int, raw: dict[str, Any], known: Any) -> None:
+    depends = raw.get("depends")
     if not isinstance(depends, list):
-        return []  # a wrong type was reported by the model check
-    problems = []
+        return  # a wrong type was reported by the model check
     for position, dep in enumerate(depends):
         if not isinstance(dep, str) or dep in known:
             continue
-        problems.append(
-            doc.problem(
-                "tasks",
-                index,
-                "depends",
-                position,
-                task_id=raw["id"],
-                key="depends",
-                message=(
-                    f"depends on unknown task '{dep}'{suggest(dep, [k for k in known if isinstance(k, str) and k != raw['id']])}"
-                ),
-            )
+        others = [k for k in known if k != raw["id"]]
+        check.add(
+            index,
+            "depends",
+            position,
+            task_id=raw["id"],
+            key="depends",
+            message=f"depends on unknown task '{dep}'{suggest(dep, others)}",
         )
-    return problems
 
 
-def _check_env(
-    doc: Document, raw_tasks: list[Any], tasks: dict[str, TaskSpec], variables: Mapping[str, str]
-) -> list[Problem]:
-    """Every ${VAR} in a task's env must be set (earlier keys of the same env count)."""
-    problems = []
-    for index, raw in enumerate(raw_tasks):
-        spec = tasks.get(raw.get("id")) if isinstance(raw, dict) else None
-        if spec is None or not spec.env or spec is not tasks[spec.id]:
-            continue
+def _check_env(check: _Checker, tasks: dict[str, TaskSpec], variables: Mapping[str, str]) -> None:
+    """Every ${VAR} in a task's env must be set (entries above it in the same env count)."""
+    for task_id, spec in tasks.items():
         known = dict(variables)
         for name, value in spec.env.items():
             for missing in unset_names(value, known):
-                problems.append(
-                    doc.problem(
-                        "tasks",
-                        index,
-                        "env",
-                        task_id=spec.id,
-                        key=f"env.{name}",
-                        message=(
-                            f"${{{missing}}} is not set in the environment nor in config.json's env"
-                        ),
-                    )
+                check.add(
+                    check.first_index[task_id],
+                    "env",
+                    task_id=task_id,
+                    key=f"env.{name}",
+                    message=(
+                        f"${{{missing}}} is set neither in the environment, nor in "
+                        "config.json's env, nor above it in this env"
+                    ),
                 )
             known[name] = value
-    return problems
 
 
-def _check_log_names(
-    doc: Document, raw_tasks: list[Any], tasks: dict[str, TaskSpec]
-) -> list[Problem]:
+def _check_log_names(check: _Checker, tasks: dict[str, TaskSpec]) -> None:
     """Two ids that differ only in characters a file name cannot hold would share a log file."""
     by_name: dict[str, str] = {}
-    problems = []
     for task_id in tasks:
         name = log_name_part(task_id)
         if name in by_name:
-            index = next(
-                i
-                for i, raw in enumerate(raw_tasks)
-                if isinstance(raw, dict) and raw.get("id") == task_id
-            )
-            problems.append(
-                doc.problem(
-                    "tasks",
-                    index,
-                    "id",
-                    task_id=task_id,
-                    key="id",
-                    message=(
-                        f"its log file name would be the same as task '{by_name[name]}'s; "
-                        "rename one (use letters, digits, _ . - only)"
-                    ),
-                )
+            check.add(
+                check.first_index[task_id],
+                "id",
+                task_id=task_id,
+                key="id",
+                message=(
+                    f"its log file name would be the same as task '{by_name[name]}'s; "
+                    "rename one (use letters, digits, _ . - only)"
+                ),
             )
         by_name[name] = task_id
-    return problems

@@ -61,15 +61,19 @@ def open_store(settings: Settings, *, create: bool = True) -> StateStore:
     from mflow.store.store import StateStore
 
     url = backend_url(settings)
-    if not create and url.startswith("sqlite:///") and not Path(url[10:]).exists():
-        where = settings.source or "./config.json (not found)"
-        raise NoStateDatabase(
-            f"no state database at {url[10:]}, where {where} puts it; "
-            "run a flow first, or give the --config it was run with"
-        )
+    read_only = False
+    if not create and url.startswith("sqlite:///"):
+        path = Path(url[10:])
+        if not path.exists():
+            where = settings.source or "./config.json (not found)"
+            raise NoStateDatabase(
+                f"no state database at {path}, where {where} puts it; "
+                "run a flow first, or give the --config it was run with"
+            )
+        read_only = not os.access(path, os.W_OK)  # looking needs no write permission
     if create:
         prepare_log_directory(settings.log_directory)
-    return StateStore(url)
+    return StateStore(url, read_only=read_only)
 
 
 def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:
@@ -81,7 +85,10 @@ def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:
     from mflow.store.sqlite_writer import SqliteRunWriter
 
     prepare_log_directory(settings.log_directory)
-    return SqliteRunWriter(Path(url[len(prefix) :]))
+    path = Path(url[len(prefix) :])
+    if path.parent != settings.log_directory:
+        prepare_log_directory(path.parent)
+    return SqliteRunWriter(path)
 
 
 def prepare_log_directory(path: Path) -> None:

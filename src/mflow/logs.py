@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mflow.clock import utc_clock
+from mflow.errors import EnvironmentFault
 from mflow.flow import log_name_part
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
@@ -21,10 +22,15 @@ def task_log_path(log_directory: Path, run_id: int, task_id: str, attempt: int) 
 class MasterLog(RunListener):
     """Appends one timestamped line per state change; written out with each flush."""
 
-    def __init__(self, log_directory: Path, run_id: int):
-        self.run_id = run_id
+    def __init__(self, log_directory: Path):
+        self.run_id = 0  # set once the run is recorded; the file is opened before, to fail early
         self.path = log_directory / MASTER_LOG
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise EnvironmentFault(
+                f"cannot write the master log {self.path}: {exc.strerror or exc}"
+            ) from None
         self._lines: list[str] = []
         self._clock = utc_clock()
         self._logs: dict[str, Path] = {}
@@ -61,10 +67,16 @@ class MasterLog(RunListener):
     def run_ended(self, state: RunState, message: str | None = None) -> None:
         self.write(f"ended {state}" + (f": {message}" if message else ""))
         self.flush()
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
     def flush(self) -> None:
         if self._lines and not self._file.closed:
-            self._file.writelines(self._lines)
-            self._file.flush()
+            try:
+                self._file.writelines(self._lines)
+                self._file.flush()
+            except OSError:
+                pass  # disk full, say: the database still has every state change
             self._lines.clear()

@@ -44,9 +44,22 @@ def check_model(
     """Return (instance or None, problems, warnings) for `raw` found at `where` in `doc`."""
     keys = known_keys(model)
     data: dict[str, Any] = {}
+    spelt: dict[str, str] = {}  # canonical key -> how the file wrote it
+    problems: list[Problem] = []
     warnings: list[Problem] = []
     for key, value in raw.items():
         canonical = keys.get(str(key).lower())
+        if canonical in spelt:  # "command" and "Command": which one was meant is a guess
+            problems.append(
+                doc.problem(
+                    *where,
+                    key,
+                    task_id=task_id,
+                    key=str(key),
+                    message=(f"given twice, as '{spelt[canonical]}' and as '{key}'; keep one"),
+                )
+            )
+            continue
         if canonical is None:
             warnings.append(
                 doc.problem(
@@ -59,10 +72,11 @@ def check_model(
             )
             continue
         data[canonical] = value
+        spelt[canonical] = str(key)
     try:
-        return model.model_validate(data), [], warnings
+        # strict: "3" is not a number, true is not 1 (the original's Go parser agreed)
+        instance = model.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = []
         for error in exc.errors(include_url=False):
             loc = [
                 part
@@ -75,6 +89,20 @@ def check_model(
             message = _message(error)
             problems.append(doc.problem(*where, *loc, task_id=task_id, key=key, message=message))
         return None, problems, warnings
+    return (None if problems else instance), problems, warnings
+
+
+def lower_case_keys(raw: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """`raw` with the keys that are `names` in another case spelt in lower case (the file's
+    own lower-case spelling wins; a clash is reported by check_model)."""
+    renamed = {}
+    for key, value in raw.items():
+        lowered = str(key).lower()
+        if lowered in names and key != lowered and lowered not in raw:
+            renamed[lowered] = value
+        else:
+            renamed[key] = value
+    return renamed
 
 
 def _message(error: dict[str, Any]) -> str:

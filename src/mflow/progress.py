@@ -14,12 +14,41 @@ from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
 
 
+class Terminal:
+    """Standard output that cannot break a run: when the reader goes away (`| head`), the
+    output is closed (`>&-`) or the disk is full, mflow stops printing and carries on."""
+
+    def __init__(self, out: IO[str] | None):
+        self.out = out
+        self.broken = out is None
+
+    def write(self, text: str) -> None:
+        if not self.broken:
+            try:
+                self.out.write(text)  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                self.broken = True
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.out.flush()  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.broken and self.out.isatty()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return False
+
+
 class PlainReporter(RunListener):
     """One line per change, for logs, cron mail and pipes."""
 
-    def __init__(self, run_id: int, out: IO[str] | None = None):
+    def __init__(self, run_id: int, out: Terminal | None = None):
         self.run_id = run_id
-        self.out = out or sys.stdout
+        self.out = out or Terminal(sys.stdout)
         self._clock = local_clock()
 
     def _line(self, text: str) -> None:

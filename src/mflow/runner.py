@@ -9,18 +9,20 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mflow.engine import Engine, RunOutcome
-from mflow.errors import EnvironmentFault, UsageError
+from mflow.errors import EnvironmentFault, InternalError, UsageError
 from mflow.flow import Flow
 from mflow.inputs import Inputs, load_inputs, open_run_writer
-from mflow.listener import Listeners, RunListener
+from mflow.listener import Listeners
 from mflow.logs import MasterLog
 from mflow.modelcheck import suggest
-from mflow.progress import LiveReporter, PlainReporter, summary
+from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
 from mflow.reaper import TOKEN_VARIABLE, ReaperLink
 from mflow.resume import ResumePlan, plan_resume
 from mflow.settings import SettingsWatcher
@@ -60,7 +62,12 @@ def choose_tasks(
     if len(given) > 1:
         raise UsageError("use one of --task, --from and --only")
     option, value = given[0]
-    names = [name.strip() for name in value.split(",") if name.strip()]
+    # only --only takes a list; an id may itself hold a comma
+    names = (
+        [name.strip() for name in value.split(",") if name.strip()]
+        if option == "--only"
+        else [value]
+    )
     if not names or (option != "--only" and len(names) > 1):
         raise UsageError(f"{option}: give {'task ids' if option == '--only' else 'one task id'}")
     for name in names:
@@ -132,20 +139,21 @@ def execute(
     resumed_from: int | None = None,
     live: bool | None = None,
 ) -> RunResult:
-    store = open_run_writer(inputs.settings)
     flow = inputs.flow
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
-    run_id = store.create_run(
+    store = open_run_writer(inputs.settings)
+    master = MasterLog(inputs.settings.log_directory)  # before the run row: fail early
+    run_id = master.run_id = store.create_run(
         flow.path,
         inputs.settings.source,
         task_rows(inputs, task_ids),
         resumed_from=resumed_from,
         scope=scope,
     )
+    out = Terminal(sys.stdout)
     if live is None:
-        live = sys.stdout.isatty()
-    reporter: RunListener = LiveReporter(run_id, len(task_ids)) if live else PlainReporter(run_id)
-    master = MasterLog(inputs.settings.log_directory, run_id)
+        live = out.isatty()
+    reporter = LiveReporter(run_id, len(task_ids)) if live else PlainReporter(run_id, out)
     resuming = f", resuming run {resumed_from}" if resumed_from is not None else ""
     master.write(f"started: task file {flow.path}, {len(task_ids)} tasks{resuming}")
     recorder = Recorder(store, run_id)
@@ -165,15 +173,20 @@ def execute(
     # Tasks run in the task file's folder; being there already lets them start without
     # a chdir in each child (which would rule out posix_spawn, the fastest spawn).
     os.chdir(flow.folder)
-    print(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}", flush=True)
+    out.write(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}\n")
+    out.flush()
     received: list[int] = []
+    bugs: list[str] = []
     try:
-        outcome = asyncio.run(_run_with_signals(engine, received))
+        outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
         reaper.close()
     reporter.flush()
-    print(summary(run_id, time.monotonic() - started, outcome), flush=True)
+    out.write(summary(run_id, time.monotonic() - started, outcome) + "\n")
+    out.flush()
     store.close()
+    if bugs:
+        raise InternalError("\n".join(bugs))
     if recorder.error is not None:
         raise EnvironmentFault(
             f"{recorder.error}; the last state changes of run {run_id} were "
@@ -182,7 +195,7 @@ def execute(
     return RunResult(run_id, outcome, received[0] if received else None)
 
 
-async def _run_with_signals(engine: Engine, received: list[int]) -> RunOutcome:
+async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]) -> RunOutcome:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -192,6 +205,14 @@ async def _run_with_signals(engine: Engine, received: list[int]) -> RunOutcome:
         else:
             engine.kill_now()  # a second Ctrl-C: no more waiting
 
+    def on_bug(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # An exception nothing awaited: a bug. Stop the run rather than let it end "SUCCESS".
+        error = context.get("exception")
+        trace = "".join(traceback.format_exception(error)) if error else ""
+        bugs.append(f"{context.get('message', 'unexpected error')}\n{trace}".strip())
+        engine.cancel()
+
+    loop.set_exception_handler(on_bug)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, engine.reload_settings)

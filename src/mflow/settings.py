@@ -6,29 +6,54 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mflow.documents import load_document
 from mflow.envvars import EnvBlock, expand, unset_names
-from mflow.errors import InvalidFilesError, Problem
+from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.modelcheck import check_model
+from mflow.tasktypes.base import MAX_SECONDS
 
 
 class SettingsModel(BaseModel):
     """The keys of config.json. All optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_process_concurrency: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
-    check_new_config_interval: PositiveFloat = 1.0
+    max_process_concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, le=100_000
+    )
+    # below 50 ms re-reading the file would cost more than it could ever be worth
+    check_new_config_interval: float = Field(default=1.0, ge=0.05, le=3600)
     log_directory: str = "./logs/"
     env: EnvBlock = Field(default_factory=dict)
     backend: str | None = None
-    default_retries: int = Field(default=0, ge=0)
-    default_retry_delay: float = Field(default=10.0, ge=0)
-    default_retry_backoff: float = Field(default=1.0, ge=1)
-    default_timeout: PositiveFloat | None = None
-    kill_grace: float = Field(default=10.0, ge=0)
+    default_retries: int = Field(default=0, ge=0, le=1000)
+    default_retry_delay: float = Field(default=10.0, ge=0, le=MAX_SECONDS)
+    default_retry_backoff: float = Field(default=1.0, ge=1, le=100)
+    default_timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    kill_grace: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("log_directory")
+    @classmethod
+    def _usable_path(cls, value: str) -> str:
+        if not value.strip() or "\0" in value:
+            raise ValueError("must be a folder path (not empty, no NUL character)")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("is empty; leave it out to keep state in <log_directory>/mflow.db")
+        if "://" not in value:
+            raise ValueError(
+                f"{value!r} is not a database URL such as "
+                "postgresql+psycopg://user:password@host/dbname"
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -48,9 +73,21 @@ class Settings:
 
 def load_settings(path: Path, *, required: bool) -> Settings:
     """Read config.json. A missing default file means defaults; a missing named file is an error."""
-    if not path.exists() and not required:
+    try:
+        missing = not path.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise InvalidFilesError(
+            [Problem(str(path)[:200], message=f"unusable path: {exc.strerror}")]
+        ) from None
+    if missing and not required:
         model = SettingsModel()
-        return Settings(None, model, (Path.cwd() / model.log_directory), {})
+        try:
+            here = Path.cwd()
+        except FileNotFoundError:
+            raise EnvironmentFault(
+                "the current folder no longer exists; cd somewhere else"
+            ) from None
+        return Settings(None, model, here / model.log_directory, {})
     doc = load_document(path, "config file")
     if not isinstance(doc.data, dict):
         raise InvalidFilesError(
@@ -67,8 +104,10 @@ def load_settings(path: Path, *, required: bool) -> Settings:
             problems.append(
                 doc.problem(
                     "env",
+                    name,
                     key=f"env.{name}",
-                    message=f"${{{missing[0]}}} is not set in the environment",
+                    message=f"${{{missing[0]}}} is set neither in the environment nor above "
+                    "it in this env",
                 )
             )
             continue
@@ -76,7 +115,18 @@ def load_settings(path: Path, *, required: bool) -> Settings:
     if problems:
         raise InvalidFilesError(problems, warnings)
     path = path.resolve()  # mflow changes directory before it re-reads this file
+    backend = _relative_to(model.backend, path.parent)
+    if backend != model.backend:
+        model = model.model_copy(update={"backend": backend})
     return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
+
+
+def _relative_to(url: str | None, folder: Path) -> str | None:
+    """A SQLite URL with a relative path means relative to config.json's folder."""
+    prefix = "sqlite:///"
+    if url is None or not url.startswith(prefix) or url[len(prefix) :].startswith(("/", ":")):
+        return url
+    return prefix + str(folder / url[len(prefix) :])
 
 
 class SettingsWatcher:
@@ -105,9 +155,10 @@ class SettingsWatcher:
         assert self.current.source is not None
         try:
             self.current = load_settings(self.current.source, required=True)
-        except InvalidFilesError as exc:
+        except (InvalidFilesError, EnvironmentFault) as exc:
             # Keep the old settings; the caller reports the problems.
-            self.last_error = "\n".join(map(str, exc.problems))
+            problems = getattr(exc, "problems", None)
+            self.last_error = "\n".join(map(str, problems)) if problems else str(exc)
             return False
         self.last_error = None
         return True

@@ -159,6 +159,8 @@ def log_chunks(
             if log is None:
                 try:
                     log = open(path, "rb")  # noqa: SIM115
+                except IsADirectoryError:
+                    raise UsageError(f"{path} is a folder, not the task's log") from None
                 except FileNotFoundError:
                     # No file yet: the task has printed nothing (so far).
                     if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):

@@ -33,7 +33,14 @@ def _upgrade(conn: Connection) -> None:
     if row is None:
         conn.execute(insert(t.meta).values(name="schema_version", val=str(SCHEMA_VERSION)))
         return
-    version = int(row[0])
+    try:
+        version = int(row[0])
+    except ValueError:
+        version = -1
+    if version not in MIGRATIONS and version != SCHEMA_VERSION and version < SCHEMA_VERSION:
+        raise EnvironmentFault(
+            f"the state database has an unknown schema version {row[0]!r}; it was not made by mflow"
+        )
     if version > SCHEMA_VERSION:
         raise EnvironmentFault(
             f"the state database has schema version {version}, newer than this mflow "

@@ -73,7 +73,15 @@ class SqliteRunWriter:
             ).fetchone()
         except sqlite3.OperationalError:
             return None  # a new database: no tables yet
-        return int(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except ValueError:
+            raise EnvironmentFault(
+                f"the state database {self.path} has an unknown schema "
+                f"version {row[0]!r}; it was not made by mflow"
+            ) from None
 
     def _migrate(self) -> None:
         with _immediate(self.conn):  # another mflow may be creating it at this moment
@@ -105,6 +113,29 @@ class SqliteRunWriter:
         parent_task_id: str | None = None,
         resumed_from: int | None = None,
         scope: str | None = None,
+    ) -> int:
+        try:
+            return self._create_run(
+                flow_path,
+                config_path,
+                task_rows,
+                parent_run_id,
+                parent_task_id,
+                resumed_from,
+                scope,
+            )
+        except sqlite3.Error as exc:
+            raise EnvironmentFault(f"cannot record the run in {self.path}: {exc}") from None
+
+    def _create_run(
+        self,
+        flow_path: Path,
+        config_path: Path | None,
+        task_rows: Sequence[TaskRow],
+        parent_run_id: int | None,
+        parent_task_id: str | None,
+        resumed_from: int | None,
+        scope: str | None,
     ) -> int:
         now = sqlite_timestamp(utcnow())
         with _immediate(self.conn):

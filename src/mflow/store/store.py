@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -18,6 +19,8 @@ from mflow.liveness import same_process, signal_group
 from mflow.states import RunState, TaskState
 from mflow.store import tables as t
 from mflow.store.rows import HOST, TaskRow, utcnow
+
+R = TypeVar("R")
 
 # A run on another host whose heartbeat is older than this is taken for dead.
 STALE_AFTER_S = 120.0
@@ -35,12 +38,34 @@ def safe_url(url: str) -> str:
         return "<invalid database URL>"
 
 
-class StateStore:
-    def __init__(self, url: str):
-        self.url = url
+def _reporting_db_errors(method: Callable[..., R]) -> Callable[..., R]:
+    """A database error in a store method is the environment's fault (exit 3), not a bug."""
+
+    @functools.wraps(method)
+    def wrapper(self: StateStore, *args: Any, **kwargs: Any) -> R:
         try:
-            self.engine = _make_engine(url)
-            self._ensure_schema()
+            return method(self, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise EnvironmentFault(f"state database {safe_url(self.url)}: {_reason(exc)}") from None
+
+    return wrapper
+
+
+class StateStore:
+    def __init__(self, url: str, *, read_only: bool = False):
+        """`read_only`: only look (a SQLite file this user may not write, say): no schema
+        upgrade, no fixing up of dead runs."""
+        self.url = url
+        self.read_only = read_only
+        try:
+            self.engine = _make_engine(url, read_only)
+            if not read_only:
+                self._ensure_schema()
+        except ImportError as exc:
+            raise EnvironmentFault(
+                f"the database driver for {safe_url(url)} is not installed ({exc.name}); "
+                "install it in mflow's environment (see README: backends)"
+            ) from None
         except (SQLAlchemyError, OSError) as exc:
             raise EnvironmentFault(
                 f"cannot use the state database {safe_url(url)}: {_reason(exc)}"
@@ -56,6 +81,7 @@ class StateStore:
         ensure_schema(self.engine)
 
     # -- writes ---------------------------------------------------------------------------
+    @_reporting_db_errors
     def create_run(
         self,
         flow_path: Path,
@@ -149,9 +175,12 @@ class StateStore:
             conn.execute(update(t.runs).where(t.runs.c.run_id == run_id).values(**values))
 
     # -- dead runs ------------------------------------------------------------------------
+    @_reporting_db_errors
     def reap_dead_runs(self, stale_after_s: float = STALE_AFTER_S) -> list[int]:
         """Mark INTERRUPTED every RUNNING run whose mflow is gone, and kill the task groups
         it left on this host. A run on another host is gone when its heartbeat is stale."""
+        if self.read_only:
+            return []
         now = utcnow()
         query = select(
             t.runs.c.run_id, t.runs.c.pid, t.runs.c.host, t.runs.c.started_at, t.runs.c.heartbeat_at
@@ -213,6 +242,7 @@ class StateStore:
         return True
 
     # -- reads ----------------------------------------------------------------------------
+    @_reporting_db_errors
     def list_runs(self, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
         query = select(t.runs).order_by(t.runs.c.run_id.desc()).limit(limit)
         if state:
@@ -224,6 +254,7 @@ class StateStore:
             run["task_states"] = counts.get(run["run_id"], {})
         return runs
 
+    @_reporting_db_errors
     def get_run(self, run_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
@@ -233,11 +264,13 @@ class StateStore:
             run["task_states"] = self._state_counts(conn, [run_id]).get(run_id, {})
         return run
 
+    @_reporting_db_errors
     def task_rows(self, run_id: int) -> list[dict[str, Any]]:
         query = select(t.tasks).where(t.tasks.c.run_id == run_id).order_by(t.tasks.c.position)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    @_reporting_db_errors
     def attempt_rows(self, run_id: int, task_id: str | None = None) -> list[dict[str, Any]]:
         query = select(t.attempts).where(t.attempts.c.run_id == run_id)
         if task_id is not None:
@@ -282,10 +315,14 @@ def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, read_only: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
+    if read_only:
+        return create_engine(
+            f"sqlite:///file:{parsed.database}?mode=ro&uri=true", poolclass=NullPool
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # NullPool: a connection per use is cheap in SQLite and never outlives a fork.

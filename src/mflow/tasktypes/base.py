@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 from mflow.envvars import EnvBlock
+
+MAX_SECONDS = 31 * 24 * 3600.0  # a month: longer is surely a mistake
 
 
 class TaskSpec(BaseModel):
@@ -26,10 +28,11 @@ class TaskSpec(BaseModel):
     type: str
     depends: list[str] = Field(default_factory=list)
     env: EnvBlock = Field(default_factory=dict)
-    retries: int | None = Field(default=None, ge=0)
-    retry_delay: float | None = Field(default=None, ge=0)
-    retry_backoff: float | None = Field(default=None, ge=1)
-    timeout: PositiveFloat | None = None
+    # Bounds keep arithmetic sane (a backoff of 1e200 would overflow) and catch typos.
+    retries: int | None = Field(default=None, ge=0, le=1000)
+    retry_delay: float | None = Field(default=None, ge=0, le=MAX_SECONDS)
+    retry_backoff: float | None = Field(default=None, ge=1, le=100)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     description: str | None = None
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
 
 from pydantic import field_validator
 
@@ -33,6 +35,8 @@ class BashSpec(TaskSpec):
     def _not_blank(cls, command: str) -> str:
         if not command.strip():
             raise ValueError("the command is empty")
+        if "\0" in command:
+            raise ValueError("the command holds a NUL character")
         return command
 
 
@@ -44,8 +48,15 @@ class BashType(TaskType):
         from mflow.tasktypes.process import run_process  # keeps asyncio out of `validate`
 
         assert isinstance(task, BashSpec)
-        argv = direct_argv(task.command, ctx.env) or ["bash", "-c", task.command]
+        argv = direct_argv(task.command, ctx.env) or [_bash(), "-c", task.command]
         return await run_process(argv, ctx)
+
+
+@functools.cache
+def _bash() -> str:
+    """bash found in mflow's own PATH, as the original found it: a task's env may set PATH
+    for its command without losing the shell that runs it."""
+    return shutil.which("bash") or "/bin/bash"
 
 
 def direct_argv(command: str, env: dict[str, str]) -> list[str] | None:

@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import signal
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,7 +68,20 @@ async def run_process(argv: Sequence[str], ctx: TaskContext) -> TaskResult:
     except asyncio.CancelledError:
         await child.stop(ctx.kill_grace_s)
         raise
+    if child.log_error is not None:
+        return TaskResult(False, returncode, child.log_error)
     return result_of(returncode)
+
+
+def create_log(path: Path) -> int:
+    """A new attempt's log file. A file already there belongs to no run this database knows
+    (run ids restart when a database is replaced): it is kept aside, never appended to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileExistsError:
+        os.replace(path, path.with_name(f"{path.name}.replaced-{time.time_ns()}"))
+        return os.open(path, flags, 0o644)
 
 
 def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:
@@ -120,7 +134,7 @@ class _Watcher:
         for fd, _ in self._epoll.poll(0):
             handler = self._handlers.get(fd)
             if handler is not None:
-                handler()
+                handler()  # an exception here is a bug: the loop's handler stops the run
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
@@ -147,6 +161,7 @@ class _Child:
         self._read_fd: int | None = read_fd
         self._log_path = log_path
         self._log_fd: int | None = None
+        self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
         self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
         self._watcher.add(self._pidfd, self._on_exit)
@@ -168,12 +183,9 @@ class _Child:
             # Readable also means end-of-file: only the first real byte creates the log.
             data = os.read(self._read_fd, _CHUNK)
             if data:
-                self._log_fd = os.open(
-                    self._log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
-                os.lseek(self._log_fd, 0, os.SEEK_END)
-                os.write(self._log_fd, data)
-                return
+                if self.log_error is None:
+                    self._open_log(data)
+                return  # without a log (it could not be opened) output is drained, unkept
         else:
             try:
                 if os.splice(self._read_fd, self._log_fd, _CHUNK):
@@ -181,7 +193,7 @@ class _Child:
             except OSError:  # a file system that refuses splice: copy through user space
                 data = os.read(self._read_fd, _CHUNK)
                 if data:
-                    os.write(self._log_fd, data)
+                    self._write(data)
                     return
             os.close(self._log_fd)
         # Every writer closed its end of the pipe.
@@ -189,6 +201,21 @@ class _Child:
         os.close(self._read_fd)
         self._read_fd = None
         self._maybe_done()
+
+    def _open_log(self, first: bytes) -> None:
+        try:
+            self._log_fd = create_log(self._log_path)
+        except OSError as exc:
+            self.log_error = f"cannot write its log {self._log_path}: {exc.strerror or exc}"
+            return
+        self._write(first)
+
+    def _write(self, data: bytes) -> None:
+        assert self._log_fd is not None
+        try:
+            os.write(self._log_fd, data)
+        except OSError as exc:  # disk full, say: the task is told so at its end
+            self.log_error = f"cannot write its log {self._log_path}: {exc.strerror or exc}"
 
     def _maybe_done(self) -> None:
         for waiter in self._waiters:
@@ -235,6 +262,10 @@ def _spawn_failure(log_path: Path, program: str, exc: OSError) -> TaskResult:
         code, reason = 127, ("No such file or directory" if "/" in program else "command not found")
     else:
         code, reason = 126, exc.strerror or str(exc)
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"bash: line 1: {program}: {reason}\n")
+    try:
+        fd = create_log(log_path)
+        with open(fd, "w", encoding="utf-8") as log:
+            log.write(f"bash: line 1: {program}: {reason}\n")
+    except OSError:
+        pass  # the message below says it all
     return TaskResult(False, code, f"{program}: {reason}")

@@ -1,0 +1,239 @@
+"""Hostile and broken inputs: each gets a clear error and the right exit code, never a
+traceback; nothing is recorded for invalid files, and no output or state is silently lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import Project, assert_exit, assert_no_traceback, bash, problems
+from mflow.store.store import StateStore
+
+
+def _invalid(project: Project, tasks, *words: str) -> str:
+    project.write_tasks(tasks)
+    result = project.mflow("run")
+    assert_exit(result, 2)
+    assert_no_traceback(result)
+    for word in words:
+        assert word in result.stderr, result
+    assert project.nothing_recorded(), "an invalid file must leave nothing behind"
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "words"),
+    [
+        ({"id": [1], "type": "bash", "command": "true"}, ["'id' must be a non-empty"]),
+        ({"id": "x" * 300, "type": "bash", "command": "true"}, ["at most 200"]),
+        (bash("a", "true", env=[{"key": ["A"], "value": "1"}]), ["entry #1"]),
+        (bash("a", "true", env={"A=B": "1"}), ["not a usable variable name"]),
+        (bash("a", "true", retries=10**30), ["retries"]),
+        (bash("a", "true", retries=3, retry_backoff=1e200), ["retry_backoff"]),
+        (bash("a", "true", retries="3"), ["valid integer"]),
+        (bash("a", "ec\u0000ho"), ["NUL"]),
+        ({"id": "a", "ID": "b", "type": "bash", "command": "true"}, ["given twice"]),
+        ({"id": "a", "type": "bash", "command": "x", "Command": "y"}, ["given twice"]),
+        ({"id": "a", "command": "true"}, ["key 'type'", "required key is missing"]),
+        ({"id": "a", "type": 3, "command": "true"}, ["must be the name of a task type"]),
+    ],
+)
+def test_bad_task_values_are_problems_not_crashes(project: Project, task, words):
+    _invalid(project, [task], *words)
+
+
+def test_infinity_is_not_a_number_of_seconds(project: Project):
+    text = '{"tasks": [{"id": "a", "type": "bash", "command": "true", "retry_delay": Infinity}]}'
+    _invalid(project, text, "retry_delay")
+
+
+def test_deeply_nested_json_is_refused(project: Project):
+    deep = "[" * 100_000 + "]" * 100_000
+    _invalid(project, '{"tasks": ' + deep + "}", "nested too deeply")
+
+
+def test_yaml_aliases_neither_loop_nor_explode(project: Project):
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        laughs.append(f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    laughs.append("tasks:\n  - {id: t, type: bash, command: 'echo ok'}")
+    project.write_tasks("\n".join(laughs) + "\n", name="tasks.yaml")
+    ok = project.mflow("validate", "--taskfile", "tasks.yaml", timeout=30)
+    assert_exit(ok, 0)
+    assert "unknown key" in ok.stderr  # the 9 alias keys, each reported once
+    project.write_tasks(
+        "tasks: &t [{id: a, type: bash, command: x, depends: *t}]\n", name="loop.yaml"
+    )
+    looped = project.mflow("validate", "--taskfile", "loop.yaml", timeout=30)
+    assert_exit(looped, 2)
+    assert_no_traceback(looped)
+
+
+def test_a_fifo_is_not_read_as_a_task_file(project: Project):
+    os.mkfifo(project.root / "tasks.json")
+    result = project.mflow("validate", timeout=30)
+    assert_exit(result, 2)
+    assert "not a regular file" in result.stderr
+
+
+def test_many_problems_are_all_reported(project: Project):
+    tasks = [bash("same", "true") for _ in range(5000)]
+    tasks += [bash(f"c{i}", "true", f"d{i}") for i in range(2000)]
+    tasks += [bash(f"d{i}", "true", f"c{i}") for i in range(2000)]
+    result = project.mflow("validate", timeout=60) if project.write_tasks(tasks) else None
+    assert result is not None
+    assert_exit(result, 2)
+    # 4999 repeats of one id, and 2000 cycles of two tasks (one problem each)
+    assert "6999 problems found" in result.stderr
+    assert len(problems(result.stderr)) == 6999
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"backend": "foo"}, ["key 'backend'", "not a database URL"]),
+        ({"backend": ""}, ["key 'backend'", "is empty"]),
+        ({"log_directory": "logs\u0000x"}, ["key 'log_directory'"]),
+        ({"check_new_config_interval": 1e-9}, ["check_new_config_interval"]),
+        ({"env": {"K": "${K2}", "K2": "x"}}, ["key 'env.K'", "above it"]),
+    ],
+)
+def test_bad_config_values(project: Project, config, words):
+    project.write_config(**config)
+    _invalid(project, [bash("a", "true")], *words)
+
+
+# -- runtime --------------------------------------------------------------------------------
+def test_a_task_whose_log_cannot_be_written_fails_instead_of_losing_output(project: Project):
+    project.write_config(backend="sqlite:///state.db")  # the database is not in the log folder
+    project.write_tasks([bash("a", "rm -rf logs && echo lost")])
+    result = project.mflow("run")
+    assert_exit(result, 1)
+    assert_no_traceback(result)
+    assert "cannot write its log" in result.stdout
+    rows = StateStore(f"sqlite:///{project.root / 'state.db'}").task_rows(1)
+    assert [(r["task_id"], r["state"]) for r in rows] == [("a", "FAILED")]
+
+
+def test_output_that_goes_away_does_not_break_the_run(project: Project):
+    project.write_tasks([bash(f"t{i}", f"echo {i}") for i in range(30)])
+    closed = subprocess.run(
+        [sys.executable, "-m", "mflow", "run"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )  # mflow started with no stdout at all
+    assert closed.returncode == 0, closed.stderr
+    piped = subprocess.run(
+        f"{sys.executable} -m mflow run | head -c 10",
+        shell=True,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0 and "Traceback" not in piped.stderr, piped.stderr
+    states = project.db("SELECT state FROM mf_runs ORDER BY run_id")
+    assert [s["state"] for s in states] == ["SUCCESS", "SUCCESS"]
+
+
+def test_an_unwritable_master_log_is_an_environment_fault_with_nothing_recorded(project: Project):
+    project.write_tasks([bash("a", "true")])
+    project.log_dir.mkdir()
+    (project.log_dir / "mflow.log").mkdir()
+    result = project.mflow("run")
+    assert_exit(result, 3)
+    assert "master log" in result.stderr
+    if project.db_path.exists():
+        assert project.db("SELECT count(*) AS n FROM mf_runs")[0]["n"] == 0
+
+
+def test_a_read_only_database_can_be_read_but_not_run_into(project: Project):
+    project.write_tasks([bash("a", "true")])
+    assert_exit(project.mflow("run"), 0)
+    ro = sqlite3.connect(project.db_path)
+    ro.execute("PRAGMA journal_mode=DELETE")  # a plain file, as a DBA might hand it over
+    ro.close()
+    os.chmod(project.db_path, 0o444)
+    os.chmod(project.log_dir, 0o555)
+    try:
+        runs = project.mflow("runs", "--json")
+        if os.geteuid() != 0:  # root writes anyway; the read path is what matters here
+            assert_exit(runs, 0)
+            assert json.loads(runs.stdout)[0]["state"] == "SUCCESS"
+        assert_no_traceback(runs)
+    finally:
+        os.chmod(project.log_dir, 0o755)
+        os.chmod(project.db_path, 0o644)
+
+
+def test_an_unknown_schema_version_is_refused(project: Project):
+    project.write_tasks([bash("a", "true")])
+    assert_exit(project.mflow("run"), 0)
+    conn = sqlite3.connect(project.db_path)
+    conn.execute("UPDATE mf_meta SET val = 'abc'")
+    conn.commit()
+    conn.close()
+    for args in (["run"], ["runs"]):
+        result = project.mflow(*args)
+        assert_exit(result, 3)
+        assert "unknown schema version" in result.stderr
+
+
+def test_huge_run_ids_are_usage_errors(project: Project):
+    for args in (
+        ["status", "9" * 25],
+        ["logs", "9" * 25, "a"],
+        ["resume", "9" * 25],
+        ["runs", "--limit", "9" * 25],
+    ):
+        result = project.mflow(*args)
+        assert_exit(result, 2)
+        assert_no_traceback(result)
+
+
+def test_a_relative_sqlite_backend_is_relative_to_the_config_file(project: Project):
+    project.write_config(backend="sqlite:///state/runs.db")
+    project.write_tasks([bash("a", "true")])
+    elsewhere = project.root / "sub"
+    elsewhere.mkdir()
+    result = project.mflow(
+        "run", "--config", "../config.json", "--taskfile", "../tasks.json", cwd=elsewhere
+    )
+    assert_exit(result, 0)
+    assert (project.root / "state" / "runs.db").exists()
+    assert not (elsewhere / "state").exists()
+    listed = project.mflow("runs", "--json")
+    assert json.loads(listed.stdout)[0]["state"] == "SUCCESS"
+
+
+def test_a_task_path_without_bash_still_runs_its_shell_command(project: Project):
+    project.write_tasks([bash("a", "echo $PATH > seen; echo done", env={"PATH": "/nowhere"})])
+    assert_exit(project.mflow("run"), 0)
+    assert (project.root / "seen").read_text() == "/nowhere\n"
+
+
+def test_a_stale_log_of_a_reused_run_id_is_kept_aside(project: Project):
+    project.write_tasks([bash("a", "echo new")])
+    project.log_dir.mkdir()
+    (project.log_dir / "master_1_task_a.log").write_text("old output\n")  # from a lost db
+    assert_exit(project.mflow("run"), 0)
+    assert project.task_log(1, "a").read_text() == "new\n"
+    kept = list(project.log_dir.glob("master_1_task_a.log.replaced-*"))
+    assert len(kept) == 1 and kept[0].read_text() == "old output\n"
+
+
+def test_a_task_id_with_a_comma_can_be_run_alone(project: Project):
+    project.write_tasks([bash("load,clean", "echo ok"), bash("b", "true")])
+    result = project.mflow("run", "--task", "load,clean")
+    assert_exit(result, 0)
+    assert project.task_states(1) == {"load,clean": "SUCCESS"}
