@@ -117,12 +117,12 @@ def run(
                 "--resume runs what the resumed run did not finish; "
                 "it does not combine with --task, --from or --only"
             )
-        _resume(resume_id, config, taskfile, force, dry_run)
+        _resume(resume_id, config, taskfile, datasources, force, dry_run)
         return
     from mflow.inputs import load_inputs
     from mflow.runner import choose_tasks, execute, exit_code
 
-    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE)
+    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE, datasources)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
     selection = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
     for note in selection.notes if selection else ():
@@ -152,15 +152,20 @@ def resume(
 
     The task file and config file of that run are used unless given here.
     """
-    _resume(run_id, config, taskfile, force, dry_run)
+    _resume(run_id, config, taskfile, datasources, force, dry_run)
 
 
 def _resume(
-    run_id: int, config: Path | None, taskfile: Path | None, force: bool, dry_run: bool
+    run_id: int,
+    config: Path | None,
+    taskfile: Path | None,
+    datasources: Path | None,
+    force: bool,
+    dry_run: bool,
 ) -> None:
     from mflow.runner import execute, exit_code, prepare_resume
 
-    inputs, plan = prepare_resume(run_id, config, taskfile, force=force)
+    inputs, plan = prepare_resume(run_id, config, taskfile, datasources, force=force)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
@@ -204,7 +209,7 @@ def validate(config: Path | None, taskfile: Path | None, datasources: Path | Non
     from mflow.inputs import load_inputs
 
     taskfile = taskfile or DEFAULT_TASKFILE
-    inputs = load_inputs(*_config(config), taskfile)
+    inputs = load_inputs(*_config(config), taskfile, datasources)
     _warn(inputs.settings.warnings + inputs.flow.warnings)
     flow = inputs.flow
     click.echo(
@@ -227,18 +232,17 @@ def graph(config: Path | None, taskfile: Path | None, datasources: Path | None, 
     from mflow.graph import RENDERERS
     from mflow.inputs import load_inputs
 
-    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE)
+    inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE, datasources)
     click.echo(RENDERERS[fmt](inputs.flow.graph))
 
 
-def _store(config: Path | None, run_id: int | None = None) -> Any:
+def _store(config: Path | None, datasources: Path | None, run_id: int | None = None) -> Any:
     """The state store named by config.json, for reading: a missing SQLite file is not made."""
-    from mflow.inputs import NoStateDatabase, open_store
-    from mflow.settings import load_settings
+    from mflow.inputs import NoStateDatabase, load_backend, open_store
 
-    path, required = _config(config)
+    settings, backend = load_backend(config, datasources)
     try:
-        store = open_store(load_settings(path, required=required), create=False)
+        store = open_store(settings, backend, create=False)
     except NoStateDatabase as exc:
         if run_id is None:
             raise
@@ -247,13 +251,30 @@ def _store(config: Path | None, run_id: int | None = None) -> Any:
     return store
 
 
+def state_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --datasources: together they say where the state database is."""
+
+    @click.option(
+        "--config",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Global settings file (its backend / log_directory hold the state).",
+    )
+    @click.option(
+        "--datasources",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Datasources file, if the backend is one of its connections. [default: ./oracle.json]",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 @cli.command()
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Global settings file (says where the state database is).",
-)
+@state_options
 @click.option(
     "--limit",
     default=20,
@@ -265,13 +286,15 @@ def _store(config: Path | None, run_id: int | None = None) -> Any:
     "--state", type=click.Choice(RUN_STATES, case_sensitive=False), help="Only runs in this state."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> None:
+def runs(
+    config: Path | None, datasources: Path | None, limit: int, state: str | None, as_json: bool
+) -> None:
     """List recent runs, newest first."""
     from mflow import views
     from mflow.inputs import NoStateDatabase
 
     try:
-        found = _store(config).list_runs(limit, state and state.upper())
+        found = _store(config, datasources).list_runs(limit, state and state.upper())
     except NoStateDatabase as exc:
         found = []
         if not as_json:
@@ -288,18 +311,13 @@ def runs(config: Path | None, limit: int, state: str | None, as_json: bool) -> N
 
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Global settings file (says where the state database is).",
-)
+@state_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(run_id: int, config: Path | None, as_json: bool) -> None:
+def status(run_id: int, config: Path | None, datasources: Path | None, as_json: bool) -> None:
     """Show one run: every task's state, attempts, exit code and log."""
     from mflow import views
 
-    store = _store(config, run_id)
+    store = _store(config, datasources, run_id)
     run_row = store.get_run(run_id)
     if run_row is None:
         raise UsageError(f"no run {run_id} in {store.url}; `mflow runs` lists the runs")
@@ -313,26 +331,30 @@ def status(run_id: int, config: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
 @click.argument("task_id")
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Global settings file (says where the state database is).",
-)
+@state_options
 @click.option(
     "--attempt", type=click.IntRange(1, 100_000), help="Which attempt [default: the last]."
 )
 @click.option(
     "-f", "--follow", is_flag=True, help="Keep printing as the task writes, until it ends."
 )
-def logs(run_id: int, task_id: str, config: Path | None, attempt: int | None, follow: bool) -> None:
+def logs(
+    run_id: int,
+    task_id: str,
+    config: Path | None,
+    datasources: Path | None,
+    attempt: int | None,
+    follow: bool,
+) -> None:
     """Print the log of one task of a run."""
     from mflow import views
 
     out = sys.stdout.buffer
     printed = False
     try:
-        for chunk in views.log_chunks(_store(config, run_id), run_id, task_id, attempt, follow):
+        for chunk in views.log_chunks(
+            _store(config, datasources, run_id), run_id, task_id, attempt, follow
+        ):
             out.write(chunk)
             out.flush()
             printed = True

@@ -212,6 +212,9 @@ def _check_task(
     spec, found, notes = check_model(check.doc, task_type.spec, raw, ("tasks", index), task_id)
     check.problems += found
     check.warnings += notes
+    if spec is not None:
+        for key, message in task_type.check(spec, check.doc.path.resolve().parent):
+            check.add(index, key, task_id=task_id, key=key, message=message)
     return spec
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from mflow.datasources import NO_DATASOURCES, Datasources, load_datasources, with_driver
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem, UsageError
 from mflow.flow import Flow, load_flow
+from mflow.modelcheck import suggest
 from mflow.settings import Settings, load_settings
 from mflow.tasktypes import TaskTypes, builtin_types
 
@@ -16,26 +18,62 @@ if TYPE_CHECKING:
     from mflow.store.sqlite_writer import SqliteRunWriter
     from mflow.store.store import StateStore
 
+DEFAULT_DATASOURCES = Path("oracle.json")
+STATE_DATASOURCE = "mflow"  # the original kept its state in the connection of this name
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where run state lives: a SQLAlchemy URL (password included: show `display`)."""
+
+    url: str
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    display: str = ""
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file of a plain SQLite backend, else None."""
+        prefix = "sqlite:///"
+        if not self.url.startswith(prefix) or "?" in self.url or self.url.endswith(":memory:"):
+            return None
+        return Path(self.url[len(prefix) :])
+
 
 @dataclass(frozen=True)
 class Inputs:
     settings: Settings
     flow: Flow
     types: TaskTypes
+    datasources: Datasources = NO_DATASOURCES
+    backend: Backend | None = None
 
 
-def load_inputs(config: Path, config_required: bool, taskfile: Path) -> Inputs:
-    """Settings and flow, validated; problems of both files are reported together."""
-    types = builtin_types()
+def load_inputs(
+    config: Path, config_required: bool, taskfile: Path, datasources: Path | None = None
+) -> Inputs:
+    """Settings, datasources and flow, validated; every file's problems reported together."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
+    settings = sources = backend = None
     try:
         settings = load_settings(config, required=config_required)
-        variables = {**os.environ, **settings.env}
     except InvalidFilesError as exc:
         problems += exc.problems
         warnings += exc.warnings
-        variables = dict(os.environ)
+    try:
+        sources = load_datasources(
+            datasources or DEFAULT_DATASOURCES, required=datasources is not None
+        )
+    except InvalidFilesError as exc:
+        problems += exc.problems
+        warnings += exc.warnings
+    if settings is not None and sources is not None:
+        try:
+            backend = resolve_backend(settings, sources)
+        except InvalidFilesError as exc:
+            problems += exc.problems
+    types = builtin_types(sources or NO_DATASOURCES)
+    variables = {**os.environ, **(settings.env if settings else {})}
     try:
         flow = load_flow(taskfile, types, variables)
     except InvalidFilesError as exc:
@@ -43,27 +81,68 @@ def load_inputs(config: Path, config_required: bool, taskfile: Path) -> Inputs:
         warnings += exc.warnings
     if problems:
         raise InvalidFilesError(problems, warnings)
-    return Inputs(settings, flow, types)
+    assert settings is not None and sources is not None
+    return Inputs(settings, flow, types, sources, backend)
 
 
-def backend_url(settings: Settings) -> str:
-    """The backend named in config.json, else SQLite in the log folder."""
-    return settings.model.backend or f"sqlite:///{settings.log_directory / 'mflow.db'}"
+def load_backend(config: Path | None, datasources: Path | None) -> tuple[Settings, Backend]:
+    """For the commands that only read state: config.json and datasources, no task file."""
+    settings = load_settings(config or Path("config.json"), required=config is not None)
+    sources = load_datasources(datasources or DEFAULT_DATASOURCES, required=datasources is not None)
+    return settings, resolve_backend(settings, sources)
+
+
+def resolve_backend(settings: Settings, datasources: Datasources) -> Backend:
+    """config.json's `backend` (a URL or a datasource's name), else the datasource named
+    `mflow` as in the original, else SQLite in the log folder."""
+    named = settings.model.backend
+    if named is not None and "://" in named:
+        return Backend(with_driver(named), display=_safe(named))
+    name = (
+        named
+        if named is not None
+        else (STATE_DATASOURCE if STATE_DATASOURCE in datasources.by_name else None)
+    )
+    if name is None:
+        url = f"sqlite:///{settings.log_directory / 'mflow.db'}"
+        return Backend(url, display=url[len("sqlite:///") :])
+    source = datasources.by_name.get(name)
+    if source is None:
+        where = settings.source or Path("config.json")
+        known = ", ".join(sorted(datasources.by_name)) or "none"
+        raise InvalidFilesError(
+            [
+                Problem(
+                    str(where),
+                    key="backend",
+                    message=(
+                        f"no datasource '{name}'{suggest(name, datasources.by_name)} "
+                        f"(datasources: {known}); give a database URL or a datasource's name"
+                    ),
+                )
+            ]
+        )
+    return Backend(source.url, source.connect_args, f"datasource '{name}': {source.display_url()}")
+
+
+def _safe(url: str) -> str:
+    from mflow.store.store import safe_url
+
+    return safe_url(url)
 
 
 class NoStateDatabase(UsageError):
     """A read-only command found no state database where config.json says it is."""
 
 
-def open_store(settings: Settings, *, create: bool = True) -> StateStore:
+def open_store(settings: Settings, backend: Backend, *, create: bool = True) -> StateStore:
     """The store for reading and for non-SQLite backends. (Imports SQLAlchemy.)
     With create=False a missing SQLite file is an error rather than a new database."""
     from mflow.store.store import StateStore
 
-    url = backend_url(settings)
     read_only = False
-    if not create and url.startswith("sqlite:///"):
-        path = Path(url[10:])
+    path = backend.sqlite_path
+    if not create and path is not None:
         if not path.exists():
             where = settings.source or "./config.json (not found)"
             raise NoStateDatabase(
@@ -73,19 +152,17 @@ def open_store(settings: Settings, *, create: bool = True) -> StateStore:
         read_only = not os.access(path, os.W_OK)  # looking needs no write permission
     if create:
         prepare_log_directory(settings.log_directory)
-    return StateStore(url, read_only=read_only)
+    return StateStore(backend.url, read_only=read_only, connect_args=backend.connect_args)
 
 
-def open_run_writer(settings: Settings) -> SqliteRunWriter | StateStore:
+def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | StateStore:
     """What `mflow run` records through: a lean sqlite3 writer for a plain SQLite file."""
-    url = backend_url(settings)
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or "?" in url or url == prefix + ":memory:":
-        return open_store(settings)
+    path = backend.sqlite_path
+    if path is None:
+        return open_store(settings, backend)
     from mflow.store.sqlite_writer import SqliteRunWriter
 
     prepare_log_directory(settings.log_directory)
-    path = Path(url[len(prefix) :])
     if path.parent != settings.log_directory:
         prepare_log_directory(path.parent)
     return SqliteRunWriter(path)

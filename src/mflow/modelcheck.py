@@ -40,6 +40,8 @@ def check_model(
     raw: dict[str, Any],
     where: tuple[str | int, ...],
     task_id: str | None = None,
+    *,
+    hide_input: bool = False,
 ) -> tuple[M | None, list[Problem], list[Problem]]:
     """Return (instance or None, problems, warnings) for `raw` found at `where` in `doc`."""
     keys = known_keys(model)
@@ -86,7 +88,7 @@ def check_model(
                 or part not in ("function-after", "function-before")
             ]
             key = ".".join(str(part) for part in loc) or None
-            message = _message(error)
+            message = _message(error, hide_input)
             problems.append(doc.problem(*where, *loc, task_id=task_id, key=key, message=message))
         return None, problems, warnings
     return (None if problems else instance), problems, warnings
@@ -105,13 +107,13 @@ def lower_case_keys(raw: dict[str, Any], names: frozenset[str]) -> dict[str, Any
     return renamed
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], hide_input: bool = False) -> str:
     if error["type"] == "missing":
         return "required key is missing"
     text = error["msg"]
     if text.startswith("Value error, "):
         text = text[len("Value error, ") :]
-    if "input" in error and error["type"] not in ("value_error",):
+    if "input" in error and error["type"] not in ("value_error",) and not hide_input:
         shown = repr(error["input"])
         if len(shown) > 60:
             shown = shown[:57] + "..."

@@ -84,15 +84,19 @@ def choose_tasks(
 
 
 def prepare_resume(
-    run_id: int, config: Path | None, taskfile: Path | None, *, force: bool
+    run_id: int,
+    config: Path | None,
+    taskfile: Path | None,
+    datasources: Path | None,
+    *,
+    force: bool,
 ) -> tuple[Inputs, ResumePlan]:
     """Load the files of the run to resume (unless others are named) and plan the resume."""
-    from mflow.inputs import NoStateDatabase, open_store
-    from mflow.settings import load_settings
+    from mflow.inputs import NoStateDatabase, load_backend, open_store
 
-    settings = load_settings(config or Path("config.json"), required=config is not None)
+    settings, backend = load_backend(config, datasources)
     try:
-        store = open_store(settings, create=False)
+        store = open_store(settings, backend, create=False)
     except NoStateDatabase as exc:
         raise NoStateDatabase(f"no run {run_id} to resume: {exc}") from None
     store.reap_dead_runs()
@@ -104,7 +108,10 @@ def prepare_resume(
     if taskfile is None:
         taskfile = Path(run["flow_path"])
     inputs = load_inputs(
-        config or Path("config.json"), config is not None, taskfile or Path("tasks.json")
+        config or Path("config.json"),
+        config is not None,
+        taskfile or Path("tasks.json"),
+        datasources,
     )
     digests = {task_id: task_digest(spec) for task_id, spec in inputs.flow.tasks.items()}
     tasks = store.task_rows(run_id)
@@ -141,7 +148,8 @@ def execute(
 ) -> RunResult:
     flow = inputs.flow
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
-    store = open_run_writer(inputs.settings)
+    assert inputs.backend is not None
+    store = open_run_writer(inputs.settings, inputs.backend)
     master = MasterLog(inputs.settings.log_directory)  # before the run row: fail early
     run_id = master.run_id = store.create_run(
         flow.path,
@@ -173,7 +181,8 @@ def execute(
     # Tasks run in the task file's folder; being there already lets them start without
     # a chdir in each child (which would rule out posix_spawn, the fastest spawn).
     os.chdir(flow.folder)
-    out.write(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}\n")
+    state = "" if inputs.backend.sqlite_path else f" (state in {inputs.backend.display})"
+    out.write(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}{state}\n")
     out.flush()
     received: list[int] = []
     bugs: list[str] = []
@@ -181,6 +190,7 @@ def execute(
         outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
         reaper.close()
+        inputs.types.close()
     reporter.flush()
     out.write(summary(run_id, time.monotonic() - started, outcome) + "\n")
     out.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +44,15 @@ class SettingsModel(BaseModel):
 
     @field_validator("backend")
     @classmethod
-    def _database_url(cls, value: str | None) -> str | None:
+    def _database(cls, value: str | None) -> str | None:
         if value is None:
             return None
         if not value.strip():
             raise ValueError("is empty; leave it out to keep state in <log_directory>/mflow.db")
-        if "://" not in value:
+        if "://" not in value and not re.fullmatch(r"[\w.@-]+", value):
             raise ValueError(
-                f"{value!r} is not a database URL such as "
-                "postgresql+psycopg://user:password@host/dbname"
+                f"{value!r} is neither a database URL (such as "
+                "postgresql://user:password@host/dbname) nor a datasource's name"
             )
         return value
 

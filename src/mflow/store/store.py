@@ -52,13 +52,15 @@ def _reporting_db_errors(method: Callable[..., R]) -> Callable[..., R]:
 
 
 class StateStore:
-    def __init__(self, url: str, *, read_only: bool = False):
+    def __init__(
+        self, url: str, *, read_only: bool = False, connect_args: dict[str, Any] | None = None
+    ):
         """`read_only`: only look (a SQLite file this user may not write, say): no schema
         upgrade, no fixing up of dead runs."""
         self.url = url
         self.read_only = read_only
         try:
-            self.engine = _make_engine(url, read_only)
+            self.engine = _make_engine(url, read_only, connect_args or {})
             if not read_only:
                 self._ensure_schema()
         except ImportError as exc:
@@ -315,10 +317,12 @@ def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
-def _make_engine(url: str, read_only: bool = False) -> Engine:
+def _make_engine(
+    url: str, read_only: bool = False, connect_args: dict[str, Any] | None = None
+) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
     if read_only:
         return create_engine(
             f"sqlite:///file:{parsed.database}?mode=ro&uri=true", poolclass=NullPool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mflow.datasources import NO_DATASOURCES, Datasources
 from mflow.tasktypes.base import TaskType
 
 ENTRY_POINT_GROUP = "mflow.task_types"
@@ -27,8 +28,13 @@ class TaskTypes:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    def close(self) -> None:
+        for task_type in {id(t): t for t in self._by_name.values()}.values():
+            task_type.close()
 
-def builtin_types() -> TaskTypes:
+
+def builtin_types(datasources: Datasources = NO_DATASOURCES) -> TaskTypes:
     from mflow.tasktypes.bash import BashType
+    from mflow.tasktypes.sql import SqlType
 
-    return TaskTypes([BashType()])
+    return TaskTypes([BashType(), SqlType(datasources)])

@@ -64,5 +64,13 @@ class TaskType:
     aliases: ClassVar[tuple[str, ...]] = ()
     spec: ClassVar[type[TaskSpec]] = TaskSpec
 
+    def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
+        """Problems the model cannot see (an unknown datasource, a missing script), as
+        (key, message); `folder` is the task file's. Called during validation."""
+        return []
+
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the type holds (connection pools) at the end of a run."""

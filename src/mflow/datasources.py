@@ -1,0 +1,195 @@
+"""oracle.json / datasources: named database connections, ${ENV} expansion, and secret masking.
+
+The file is the original's, `{"connections": [{"name", "connection_string", "user",
+"password"}]}` (Oracle, reached by python-oracledb in thin mode: no Instant Client), or a
+connection may give `"url"`, any SQLAlchemy URL. Nothing here connects or imports a driver.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mflow.documents import load_document
+from mflow.envvars import expand, unset_names
+from mflow.errors import InvalidFilesError, Problem
+from mflow.modelcheck import check_model
+
+# The driver each kind of database is reached with, where a URL names none.
+DEFAULT_DRIVERS = {
+    "postgresql": "psycopg",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+    "oracle": "oracledb",
+}
+
+
+class ConnectionModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1)
+    connection_string: str | None = None  # the original's Oracle form, with user/password
+    user: str | None = None
+    password: str | None = None
+    url: str | None = None  # any SQLAlchemy URL instead
+    max_connections: int = Field(default=4, ge=1, le=1000)
+    connect_timeout: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> ConnectionModel:
+        if (self.url is None) == (self.connection_string is None):
+            raise ValueError(
+                "give either 'connection_string' (with 'user' and 'password') or 'url'"
+            )
+        if self.url is not None and "://" not in self.url:
+            raise ValueError(
+                "'url' must be a database URL such as postgresql://user:password@host/dbname"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Datasource:
+    name: str
+    kind: str  # oracle, postgresql, mysql, mariadb, sqlite, ...
+    url: str  # a SQLAlchemy URL, password included: never print it (see display_url)
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    max_connections: int = 4
+    connect_timeout: float = 10.0
+
+    def display_url(self) -> str:
+        from mflow.store.store import safe_url
+
+        return safe_url(self.url) + (
+            f" ({self.connect_args['dsn']})" if "dsn" in self.connect_args else ""
+        )
+
+
+@dataclass(frozen=True)
+class Datasources:
+    path: Path | None
+    by_name: dict[str, Datasource]
+    secrets: tuple[str, ...] = ()
+
+    def mask(self, text: str) -> str:
+        """`text` with every password of the file replaced by ***."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+NO_DATASOURCES = Datasources(None, {})
+
+
+def load_datasources(path: Path, *, required: bool) -> Datasources:
+    """Read the datasources file; a missing default file means none."""
+    if not path.exists() and not required:
+        return NO_DATASOURCES
+    doc = load_document(path, "datasources file")
+    data = doc.data
+    key = (
+        next((k for k in data if str(k).lower() == "connections"), None)
+        if isinstance(data, dict)
+        else None
+    )
+    if key is None or not isinstance(data[key], list):
+        raise InvalidFilesError(
+            [
+                doc.problem(
+                    message=(
+                        'a datasources file holds {"connections": [{"name": ..., "connection_string": '
+                        '..., "user": ..., "password": ...}, ...]}'
+                    )
+                )
+            ]
+        )
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    by_name: dict[str, Datasource] = {}
+    secrets: list[str] = []
+    variables = dict(os.environ)
+    for index, raw in enumerate(data[key]):
+        where = (key, index)
+        if not isinstance(raw, dict):
+            problems.append(
+                doc.problem(*where, message=f"connection #{index + 1} must be an object {{...}}")
+            )
+            continue
+        expanded = {}
+        for name, value in raw.items():
+            missing = unset_names(value, variables) if isinstance(value, str) else []
+            if missing:
+                problems.append(
+                    doc.problem(
+                        *where,
+                        name,
+                        key=str(name),
+                        message=(f"${{{missing[0]}}} is not set in the environment"),
+                    )
+                )
+            expanded[name] = (
+                expand(value, variables) if isinstance(value, str) and not missing else value
+            )
+        model, found, notes = check_model(doc, ConnectionModel, expanded, where, hide_input=True)
+        problems += found
+        warnings += notes
+        if model is None:
+            continue
+        if model.name in by_name:
+            problems.append(
+                doc.problem(
+                    *where,
+                    "name",
+                    key="name",
+                    message=(f"connection '{model.name}' is defined twice"),
+                )
+            )
+            continue
+        by_name[model.name] = _datasource(model, path.resolve().parent)
+        for secret in (model.password, _url_password(model.url)):
+            if secret:  # as written, and as it appears inside a URL
+                secrets += [secret, quote(secret, safe="")]
+    if problems:
+        raise InvalidFilesError(problems, warnings)
+    return Datasources(path.resolve(), by_name, tuple(sorted(set(secrets), key=len, reverse=True)))
+
+
+def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
+    common = {"max_connections": model.max_connections, "connect_timeout": model.connect_timeout}
+    if model.url is not None:
+        url = with_driver(model.url)
+        if url.startswith("sqlite:///") and not url[10:].startswith(("/", ":")):
+            url = "sqlite:///" + str(folder / url[10:])  # relative to this file's folder
+        return Datasource(model.name, url.split(":", 1)[0].split("+", 1)[0], url, **common)
+    user = quote(model.user or "", safe="")
+    password = quote(model.password or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return Datasource(
+        model.name,
+        "oracle",
+        f"oracle+oracledb://{credentials}",
+        {"dsn": model.connection_string},
+        **common,
+    )
+
+
+def with_driver(url: str) -> str:
+    """`postgresql://...` -> `postgresql+psycopg://...`: the driver mflow installs."""
+    scheme, sep, rest = url.partition("://")
+    if "+" in scheme or scheme not in DEFAULT_DRIVERS:
+        return url
+    return f"{scheme}+{DEFAULT_DRIVERS[scheme]}{sep}{rest}"
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url or "://" not in url:
+        return None
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in authority or ":" not in authority.rsplit("@", 1)[0]:
+        return None
+    return unquote(authority.rsplit("@", 1)[0].split(":", 1)[1]) or None
