@@ -110,7 +110,10 @@ class SqlType(TaskType):
         except StatementCancelled:
             raise asyncio.CancelledError() from None
         except Exception as exc:  # its full text is in the log already
-            text = " ".join(str(exc).split()) or type(exc).__name__
+            lines = [line.strip() for line in str(exc).splitlines()]
+            # PostgreSQL's "LINE 1: ..." and caret lines point into the SQL: the log has them
+            lines = [x for x in lines if x and not x.startswith("LINE ") and set(x) != {"^"}]
+            text = " ".join(lines) or type(exc).__name__
             reason = self.datasources.mask(text if len(text) <= 300 else text[:297] + "...")
             return TaskResult(False, None, f"datasource '{db}': {reason}")
         return TaskResult(True, 0)
