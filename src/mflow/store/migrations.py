@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from mflow.errors import EnvironmentFault
@@ -28,6 +28,9 @@ def ensure_schema(engine: Engine) -> None:
 
 
 def _upgrade(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Several mflow starting at once on a new database: one creates, the others wait.
+        conn.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
     t.metadata.create_all(conn, checkfirst=True)
     row = conn.execute(select(t.meta.c.val).where(t.meta.c.name == "schema_version")).first()
     if row is None:
