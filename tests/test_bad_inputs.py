@@ -97,7 +97,8 @@ def test_many_problems_are_all_reported(project: Project):
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ({"backend": "foo"}, ["key 'backend'", "not a database URL"]),
+        ({"backend": "foo"}, ["key 'backend'", "no datasource 'foo'"]),
+        ({"backend": "a b"}, ["key 'backend'", "neither a database URL"]),
         ({"backend": ""}, ["key 'backend'", "is empty"]),
         ({"log_directory": "logs\u0000x"}, ["key 'log_directory'"]),
         ({"check_new_config_interval": 1e-9}, ["check_new_config_interval"]),
