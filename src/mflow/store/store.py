@@ -66,7 +66,7 @@ class StateStore:
         except ImportError as exc:
             raise EnvironmentFault(
                 f"the database driver for {safe_url(url)} is not installed ({exc.name}); "
-                "install it in mflow's environment (see README: backends)"
+                "install it in mflow's environment (pip install "mflow[postgresql]" or "mflow[mysql]")"
             ) from None
         except (SQLAlchemyError, OSError) as exc:
             raise EnvironmentFault(
