@@ -66,7 +66,8 @@ class StateStore:
         except ImportError as exc:
             raise EnvironmentFault(
                 f"the database driver for {safe_url(url)} is not installed ({exc.name}); "
-                "install it in mflow's environment (pip install "mflow[postgresql]" or "mflow[mysql]")"
+                "install it in mflow's environment (pip install 'mflow[postgresql]' or "
+                "'mflow[mysql]'; Oracle's comes with mflow)"
             ) from None
         except (SQLAlchemyError, OSError) as exc:
             raise EnvironmentFault(
