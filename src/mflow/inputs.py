@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,9 +172,9 @@ def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | S
 def prepare_log_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".mflow-write-test"
-        probe.touch()
-        probe.unlink()
+        # A probe of its own: several mflow may check the same folder at the same moment.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".mflow-write-test-"):
+            pass
     except OSError as exc:
         raise EnvironmentFault(
             f"log_directory {path} is not usable: {exc.strerror or exc}; "
