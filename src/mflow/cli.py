@@ -3,7 +3,6 @@ subclasses to theirs, and anything else is a bug (traceback, exit 70)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -24,33 +23,45 @@ DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
 
 
+def _path_option(name: str, help_text: str) -> Callable[[Any], Any]:
+    return click.option(name, type=click.Path(path_type=Path), default=None, help=help_text)
+
+
 def file_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config / --taskfile / --datasources, shared by every command (the original's flags)."""
+    """--config / --taskfile / --datasources: the original's flags."""
+    for option in reversed(
+        (
+            _path_option("--config", "Global settings file. [default: ./config.json, optional]"),
+            _path_option(
+                "--taskfile", "The flow: a JSON (or .yaml) task file. [default: ./tasks.json]"
+            ),
+            _path_option(
+                "--datasources",
+                "Database connections file (needed by oracle/sql tasks "
+                "and a datasource backend). [default: ./oracle.json]",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
 
-    @click.option(
-        "--config",
-        "config",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Global settings file. [default: ./config.json, optional]",
-    )
-    @click.option(
-        "--taskfile",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="The flow: a JSON (or .yaml) task file. [default: ./tasks.json]",
-    )
-    @click.option(
-        "--datasources",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Database connections file (needed by oracle/sql tasks). [default: ./oracle.json]",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
 
-    return wrapper
+def state_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --datasources: together they say where the state database is."""
+    for option in reversed(
+        (
+            _path_option(
+                "--config", "Global settings file (its backend / log_directory hold the state)."
+            ),
+            _path_option(
+                "--datasources",
+                "Datasources file, if the backend is one of its "
+                "connections. [default: ./oracle.json]",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
 
 
 def _config(config: Path | None) -> tuple[Path, bool]:
@@ -249,28 +260,6 @@ def _store(config: Path | None, datasources: Path | None, run_id: int | None = N
         raise NoStateDatabase(f"no run {run_id}: {exc}") from None
     store.reap_dead_runs()  # a run whose mflow died shows INTERRUPTED, not RUNNING forever
     return store
-
-
-def state_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --datasources: together they say where the state database is."""
-
-    @click.option(
-        "--config",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Global settings file (its backend / log_directory hold the state).",
-    )
-    @click.option(
-        "--datasources",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Datasources file, if the backend is one of its connections. [default: ./oracle.json]",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    return wrapper
 
 
 @cli.command()
