@@ -119,6 +119,12 @@ class _StandInCursor:
     def close(self):
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class _Var:
     value = None

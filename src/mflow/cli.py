@@ -134,7 +134,7 @@ def run(
     from mflow.runner import choose_tasks, execute, exit_code
 
     inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE, datasources)
-    _warn(inputs.settings.warnings + inputs.flow.warnings)
+    _warn(inputs.warnings)
     selection = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
     for note in selection.notes if selection else ():
         click.echo(f"note: {note}", err=True)
@@ -177,7 +177,7 @@ def _resume(
     from mflow.runner import execute, exit_code, prepare_resume
 
     inputs, plan = prepare_resume(run_id, config, taskfile, datasources, force=force)
-    _warn(inputs.settings.warnings + inputs.flow.warnings)
+    _warn(inputs.warnings)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
     to_run = [t for t in plan.task_ids if t not in plan.skipped]
@@ -221,7 +221,7 @@ def validate(config: Path | None, taskfile: Path | None, datasources: Path | Non
 
     taskfile = taskfile or DEFAULT_TASKFILE
     inputs = load_inputs(*_config(config), taskfile, datasources)
-    _warn(inputs.settings.warnings + inputs.flow.warnings)
+    _warn(inputs.warnings)
     flow = inputs.flow
     click.echo(
         f"{taskfile}: OK, {_count(len(flow.tasks), 'task')}, "

@@ -3,11 +3,13 @@
 
 Each statement goes straight to the driver's cursor (no parameter parsing: `%` and `:x`
 in SQL text stay as written), inside one transaction per task: commit on success,
-rollback on any error. A running statement can be cancelled at the server.
+rollback on any error. A cancel (timeout, Ctrl-C) stops the running statement at the
+server and rolls back, unless the commit had already begun: then the task succeeded.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,31 +20,12 @@ from typing import Any
 from mflow.datasources import Datasource
 
 Log = Callable[[str], None]
+SHOWN_ROWS = 20
+_QUERY = re.compile(r"^\s*(select|with|values|table)\b", re.IGNORECASE)
 
 
 class StatementCancelled(Exception):
     """The statement was cancelled (timeout or Ctrl-C) before or while it ran."""
-
-
-class _Logged(Exception):
-    """Carries an error already written to the task log."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(str(error))
-        self.error = error
-
-
-# PostgreSQL notices go to the log of the task using the connection at the time; a pooled
-# connection gets its handler once (psycopg adds, never replaces, notice handlers).
-_notice_targets: weakref.WeakKeyDictionary[Any, Log] = weakref.WeakKeyDictionary()
-
-
-def _send_notices(connection: Any, log: Log) -> None:
-    if connection not in _notice_targets:
-        connection.add_notice_handler(
-            lambda notice: _notice_targets[connection](f"NOTICE: {notice.message_primary}")
-        )
-    _notice_targets[connection] = log
 
 
 @dataclass
@@ -50,8 +33,17 @@ class Execution:
     """One task's use of a connection, shared with the thread that cancels it."""
 
     cancelled: bool = False
+    committing: bool = False  # from here on a cancel comes too late: the work is done
+    committed: bool = False
     connection: Any = None  # the driver's connection, once one is held
+    on_started: Callable[[], None] = lambda: None  # both called from the worker thread
+    on_connected: Callable[[], None] = lambda: None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self) -> None:
+        with self.lock:
+            if self.cancelled:
+                raise StatementCancelled()
 
 
 class DatabasePool:
@@ -83,55 +75,77 @@ class DatabasePool:
 
     def run_statements(self, statements: list[str], log: Log, execution: Execution) -> None:
         """In a worker thread: one transaction for every statement, logging what happens."""
+        execution.on_started()
         try:
-            self._run_statements(statements, log, execution)
-        except _Logged as logged:
-            raise logged.error from None
-        except StatementCancelled:
-            raise
+            raw = self.engine.raw_connection()  # a pooled session, or a new one
         except Exception as exc:  # connecting failed: nothing was sent
             log(f"ERROR: {str(exc).strip() or type(exc).__name__}")
             raise
-
-    def _run_statements(self, statements: list[str], log: Log, execution: Execution) -> None:
-        raw = self.engine.raw_connection()  # waits for a free pooled connection
         try:
-            driver = raw.driver_connection
             with execution.lock:
-                if execution.cancelled:
-                    raise StatementCancelled()
-                execution.connection = driver
-            kind = self.datasource.kind
-            if kind == "postgresql":
-                _send_notices(driver, log)
-            cursor = raw.cursor()
-            if kind == "oracle":
-                cursor.callproc("dbms_output.enable", [None])
-            try:
-                for number, statement in enumerate(statements, start=1):
-                    if len(statements) > 1:
-                        log(f"-- statement {number} of {len(statements)}")
-                    cursor.execute(statement)
-                    _log_result(cursor, log)
-                    if kind == "oracle":
-                        _log_dbms_output(cursor, log)
-                raw.commit()
-                log("-- committed")
-            except BaseException as exc:
-                if not isinstance(exc, StatementCancelled):
-                    log(f"ERROR: {str(exc).strip() or type(exc).__name__}")
-                _rollback(raw, log)
-                raise _Logged(exc) from exc
-            finally:
-                cursor.close()
+                execution.connection = raw.driver_connection
+            execution.on_connected()
+            execution.check()  # given up on while it connected
+            self._transaction(raw, statements, log, execution)
         finally:
             with execution.lock:
                 execution.connection = None
             raw.close()  # back to the pool
 
+    def _transaction(self, raw: Any, statements: list[str], log: Log, execution: Execution) -> None:
+        kind = self.datasource.kind
+        driver = raw.driver_connection
+        if kind == "postgresql":
+            _send_notices(driver, log)
+        try:
+            if kind == "oracle":
+                with raw.cursor() as cursor:
+                    cursor.callproc("dbms_output.enable", [None])
+            for number, statement in enumerate(statements, start=1):
+                execution.check()  # a cancel between two statements is not lost
+                if len(statements) > 1:
+                    log(f"-- statement {number} of {len(statements)}")
+                self._execute(raw, statement, log)
+            with execution.lock:
+                if execution.cancelled:
+                    raise StatementCancelled()
+                execution.committing = True
+            raw.commit()
+            execution.committed = True
+            log("-- committed")
+        except BaseException as exc:
+            if not execution.committing:
+                if not isinstance(exc, StatementCancelled):
+                    log(f"ERROR: {str(exc).strip() or type(exc).__name__}")
+                _rollback(raw, log)
+            raise
+
+    def _execute(self, raw: Any, statement: str, log: Log) -> None:
+        kind = self.datasource.kind
+        driver = raw.driver_connection
+        if kind == "postgresql" and _QUERY.match(statement):
+            # A server-side cursor: a query of millions of rows streams, never fills memory.
+            cursor = driver.cursor(name="mflow_query")
+        elif kind in ("mysql", "mariadb"):
+            import pymysql.cursors
+
+            cursor = driver.cursor(pymysql.cursors.SSCursor)  # unbuffered, likewise
+        else:
+            cursor = raw.cursor()
+        try:
+            cursor.execute(statement)
+            _log_result(cursor, log)
+            if kind == "oracle":
+                _log_dbms_output(cursor, log)
+        finally:
+            cursor.close()
+
     def cancel(self, execution: Execution) -> None:
-        """Ask the server to stop what `execution` is running (from any thread)."""
+        """Ask the server to stop what `execution` is running (from any thread). Once the
+        commit has begun it is let finish: the task's work is then done."""
         with execution.lock:
+            if execution.committing:
+                return
             execution.cancelled = True
             connection = execution.connection
         if connection is None:
@@ -143,6 +157,12 @@ class DatabasePool:
             connection.interrupt()
         else:  # psycopg, oracledb: the driver sends a cancel request on its own
             connection.cancel()
+
+    def abandon(self, execution: Execution) -> None:
+        """Stop waiting for a connection that does not answer: if it ever does, the worker
+        stops there. (Its thread stays blocked until the network gives up.)"""
+        with execution.lock:
+            execution.cancelled = True
 
     def _kill_query(self, thread_id: int) -> None:
         # MySQL cancels from another session; not from the pool, which may be all in use.
@@ -165,10 +185,15 @@ class DatabasePool:
 
 
 def _connect_timeout(ds: Datasource) -> dict[str, Any]:
-    """Each driver's own name for "give up connecting after N seconds"."""
+    """Each driver's own "give up connecting after N seconds" (the SQL task also stops
+    waiting after that long, for a server that accepts the connection and says nothing)."""
     seconds = ds.connect_timeout
     if ds.kind == "postgresql":
-        return {"connect_timeout": max(1, round(seconds))}
+        # the server stops a statement whose client has gone (mflow killed): PostgreSQL 14+
+        return {
+            "connect_timeout": max(1, round(seconds)),
+            "options": "-c client_connection_check_interval=2000",
+        }
     if ds.kind in ("mysql", "mariadb"):
         return {"connect_timeout": max(1, round(seconds))}
     if ds.kind == "oracle":
@@ -179,14 +204,16 @@ def _connect_timeout(ds: Datasource) -> dict[str, Any]:
 
 
 def _log_result(cursor: Any, log: Log) -> None:
-    if cursor.description:  # a query: say how many rows, show the first few
-        rows = cursor.fetchmany(21)
-        columns = [d[0] for d in cursor.description]
-        log(" | ".join(columns))
-        for row in rows[:20]:
-            log(" | ".join("NULL" if v is None else str(v) for v in row))
-        more = len(rows) > 20
-        log(f"({'more than 20' if more else len(rows)} row{'s' if len(rows) != 1 else ''})")
+    if cursor.description:  # a query: the first rows, then how many there were in all
+        log(" | ".join(d[0] for d in cursor.description))
+        count = 0
+        while batch := cursor.fetchmany(1000):
+            for row in batch[: max(0, SHOWN_ROWS - count)]:
+                log(" | ".join("NULL" if v is None else str(v) for v in row))
+            count += len(batch)
+        if count > SHOWN_ROWS:
+            log(f"... ({count - SHOWN_ROWS} more)")
+        log(f"({count} row{'s' if count != 1 else ''})")
     elif cursor.rowcount is not None and cursor.rowcount >= 0:
         log(f"{cursor.rowcount} row{'s' if cursor.rowcount != 1 else ''} affected")
 
@@ -208,3 +235,16 @@ def _rollback(raw: Any, log: Log) -> None:
         log("-- rolled back")
     except Exception as exc:  # the connection may be gone; the server rolls back then
         log(f"-- rollback failed ({exc}); the server rolls back a lost session itself")
+
+
+# PostgreSQL notices go to the log of the task using the connection at the time; a pooled
+# connection gets its handler once (psycopg adds, never replaces, notice handlers).
+_notice_targets: weakref.WeakKeyDictionary[Any, Log] = weakref.WeakKeyDictionary()
+
+
+def _send_notices(connection: Any, log: Log) -> None:
+    if connection not in _notice_targets:
+        connection.add_notice_handler(
+            lambda notice: _notice_targets[connection](f"NOTICE: {notice.message_primary}")
+        )
+    _notice_targets[connection] = log

@@ -75,6 +75,8 @@ class Datasources:
     path: Path | None
     by_name: dict[str, Datasource]
     secrets: tuple[str, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+    broken: bool = False  # the file had problems (reported): names in it are not checked
 
     def mask(self, text: str) -> str:
         """`text` with every password of the file replaced by ***."""
@@ -84,6 +86,7 @@ class Datasources:
 
 
 NO_DATASOURCES = Datasources(None, {})
+BROKEN_DATASOURCES = Datasources(None, {}, broken=True)
 
 
 def load_datasources(path: Path, *, required: bool) -> Datasources:
@@ -150,13 +153,20 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
                 )
             )
             continue
-        by_name[model.name] = _datasource(model, path.resolve().parent)
+        source = _datasource(model, path.resolve().parent)
+        problem = _url_problem(source.url) if model.url is not None else None
+        if problem:
+            problems.append(doc.problem(*where, "url", key="url", message=problem))
+            continue
+        by_name[model.name] = source
         for secret in (model.password, _url_password(model.url)):
             if secret:  # as written, and as it appears inside a URL
                 secrets += [secret, quote(secret, safe="")]
     if problems:
         raise InvalidFilesError(problems, warnings)
-    return Datasources(path.resolve(), by_name, tuple(sorted(set(secrets), key=len, reverse=True)))
+    return Datasources(
+        path.resolve(), by_name, tuple(sorted(set(secrets), key=len, reverse=True)), tuple(warnings)
+    )
 
 
 def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
@@ -178,9 +188,34 @@ def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
     )
 
 
+def url_problem(url: str) -> str | None:
+    """What is wrong with a database URL, checked without connecting; None if nothing."""
+    return _url_problem(with_driver(url))
+
+
+def _url_problem(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        kind = url.split(":", 1)[0]
+        return (
+            f"unknown kind of database '{kind}'; use postgresql://, mysql://, "
+            "mariadb://, oracle:// or sqlite:///"
+        )
+    except (ArgumentError, ValueError) as exc:
+        reason = str(exc).replace(url, "<url>")
+        return f"not a usable database URL ({reason})"
+    return None
+
+
 def with_driver(url: str) -> str:
     """`postgresql://...` -> `postgresql+psycopg://...`: the driver mflow installs."""
     scheme, sep, rest = url.partition("://")
+    scheme = {"postgres": "postgresql"}.get(scheme, scheme)  # a common spelling
     if "+" in scheme or scheme not in DEFAULT_DRIVERS:
         return url
     return f"{scheme}+{DEFAULT_DRIVERS[scheme]}{sep}{rest}"

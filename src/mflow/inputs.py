@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mflow.datasources import NO_DATASOURCES, Datasources, load_datasources, with_driver
+from mflow.datasources import (
+    BROKEN_DATASOURCES,
+    NO_DATASOURCES,
+    Datasources,
+    load_datasources,
+    url_problem,
+    with_driver,
+)
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem, UsageError
 from mflow.flow import Flow, load_flow
 from mflow.modelcheck import suggest
@@ -47,6 +54,7 @@ class Inputs:
     types: TaskTypes
     datasources: Datasources = NO_DATASOURCES
     backend: Backend | None = None
+    warnings: tuple[Problem, ...] = ()  # of every file: printed before anything runs
 
 
 def load_inputs(
@@ -73,7 +81,7 @@ def load_inputs(
             backend = resolve_backend(settings, sources)
         except InvalidFilesError as exc:
             problems += exc.problems
-    types = builtin_types(sources or NO_DATASOURCES)
+    types = builtin_types(sources or BROKEN_DATASOURCES)
     variables = {**os.environ, **(settings.env if settings else {})}
     try:
         flow = load_flow(taskfile, types, variables)
@@ -83,7 +91,8 @@ def load_inputs(
     if problems:
         raise InvalidFilesError(problems, warnings)
     assert settings is not None and sources is not None
-    return Inputs(settings, flow, types, sources, backend)
+    every = (*settings.warnings, *sources.warnings, *flow.warnings)
+    return Inputs(settings, flow, types, sources, backend, every)
 
 
 def load_backend(config: Path | None, datasources: Path | None) -> tuple[Settings, Backend]:
@@ -98,6 +107,10 @@ def resolve_backend(settings: Settings, datasources: Datasources) -> Backend:
     `mflow` as in the original, else SQLite in the log folder."""
     named = settings.model.backend
     if named is not None and "://" in named:
+        problem = url_problem(named)
+        if problem:
+            where = settings.source or Path("config.json")
+            raise InvalidFilesError([Problem(str(where), key="backend", message=problem)])
         return Backend(with_driver(named), display=_safe(named))
     name = (
         named

@@ -19,7 +19,35 @@ def split_script(text: str, kind: str) -> list[str]:
     """Statements of `text` for a database of `kind` (oracle, postgresql, mysql, ...)."""
     if kind == "oracle":
         return _split_oracle(text)
+    if kind in ("mysql", "mariadb") and _DELIMITER.search(text):
+        return _split_mysql_delimiters(text)
+    return _split_plain(text)
+
+
+def _split_plain(text: str) -> list[str]:
     return [s for s in (_strip_comments_only(p) for p in sqlparse.split(text)) if s]
+
+
+_DELIMITER = re.compile(r"^\s*delimiter\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def _split_mysql_delimiters(text: str) -> list[str]:
+    """The mysql client's DELIMITER command: `DELIMITER //` makes `//` end statements
+    (so a procedure body can hold `;`) until `DELIMITER ;`. The command is not sent."""
+    statements: list[str] = []
+    delimiter, position = ";", 0
+    for match in [*_DELIMITER.finditer(text), None]:
+        end = match.start() if match else len(text)
+        chunk = text[position:end]
+        if delimiter == ";":
+            statements += _split_plain(chunk)
+        else:
+            statements += [
+                s for s in (_strip_comments_only(p) for p in chunk.split(delimiter)) if s
+            ]
+        if match:
+            delimiter, position = match.group(1), match.end()
+    return statements
 
 
 def _split_oracle(text: str) -> list[str]:

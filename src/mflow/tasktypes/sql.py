@@ -18,6 +18,34 @@ from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
 from mflow.tasktypes.process import create_log
 
 
+def _setter(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:
+    """A callback for the worker thread that resolves `future` on the loop's thread."""
+
+    def on_loop() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return lambda: loop.call_soon_threadsafe(on_loop)
+
+
+class _TaskLog:
+    """The task's log file, written from the worker thread; passwords masked."""
+
+    def __init__(self, path: Path, mask: Callable[[str], str]):
+        self._fd: int | None = create_log(path)
+        self._mask = mask
+
+    def __call__(self, text: str) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._fd, (self._mask(text) + "\n").encode("utf-8", "replace"))
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class SqlSpec(TaskSpec):
     db: str = Field(min_length=1)
     command: str | None = None  # sent as one statement, exactly as written
@@ -44,7 +72,7 @@ class SqlType(TaskType):
     def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
         assert isinstance(task, SqlSpec)
         found = []
-        if task.db not in self.datasources.by_name:
+        if task.db not in self.datasources.by_name and not self.datasources.broken:
             if self.datasources.path is None:
                 where = "there is no datasources file (./oracle.json, or give --datasources)"
             else:
@@ -70,53 +98,95 @@ class SqlType(TaskType):
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
         assert isinstance(task, SqlSpec)
         pool = self._pool(task.db)
-        mask = self.datasources.mask
-        log_fd = create_log(ctx.log_path)
-
-        def log(text: str) -> None:
-            os.write(log_fd, (mask(text) + "\n").encode("utf-8", "replace"))
-
+        log = _TaskLog(ctx.log_path, self.datasources.mask)
+        work: asyncio.Future[None] | None = None
         try:
+            log(f"-- datasource {task.db}: {pool.datasource.display_url()}")
             if task.file is not None:
-                from mflow.sqlscript import split_script  # sqlparse only when a script runs
-
-                script = (ctx.cwd / task.file).read_text(encoding="utf-8")
-                statements = split_script(script, pool.datasource.kind)
+                statements = await asyncio.to_thread(
+                    self._read_script, ctx.cwd / task.file, pool.datasource.kind
+                )
             else:
                 statements = [task.command or ""]
-            log(f"-- datasource {task.db}: {pool.datasource.display_url()}")
-            return await self._execute(pool, statements, log, ctx, task.db)
+            loop = asyncio.get_running_loop()
+            execution = Execution()
+            started, connected = loop.create_future(), loop.create_future()
+            execution.on_started = _setter(loop, started)
+            execution.on_connected = _setter(loop, connected)
+            work = loop.run_in_executor(
+                pool.executor, pool.run_statements, statements, log, execution
+            )
+            return await self._outcome(
+                pool, work, (started, connected), execution, log, ctx, task.db
+            )
         except (OSError, UnicodeDecodeError) as exc:
             log(f"cannot read {task.file}: {exc}")
             return TaskResult(False, None, f"cannot read {task.file}: {exc}")
         finally:
-            os.close(log_fd)
+            # The log stays open while the worker may still write to it.
+            if work is None or work.done():
+                log.close()
+            else:
+                work.add_done_callback(lambda done: (done.exception(), log.close()))
 
-    async def _execute(
-        self, pool: DatabasePool, statements: list[str], log: Callable, ctx: TaskContext, db: str
+    @staticmethod
+    def _read_script(path: Path, kind: str) -> list[str]:
+        from mflow.sqlscript import split_script  # sqlparse only when a script runs
+
+        return split_script(path.read_text(encoding="utf-8"), kind)
+
+    async def _outcome(
+        self,
+        pool: DatabasePool,
+        work: asyncio.Future[None],
+        signals: tuple[asyncio.Future[None], asyncio.Future[None]],
+        execution: Execution,
+        log: _TaskLog,
+        ctx: TaskContext,
+        db: str,
     ) -> TaskResult:
-        loop = asyncio.get_running_loop()
-        execution = Execution()
-        work = loop.run_in_executor(pool.executor, pool.run_statements, statements, log, execution)
+        started, connected = signals
+        watched = asyncio.shield(work)
         try:
-            await asyncio.shield(work)
+            # Waiting for a free session has no deadline; connecting has: a server that
+            # accepts the connection and then says nothing would hang the drivers for good.
+            await asyncio.wait({watched, started}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                seconds = pool.datasource.connect_timeout
+                await asyncio.wait(
+                    {watched, connected}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not work.done() and not connected.done():
+                    pool.abandon(execution)
+                    log(f"ERROR: no answer from the server within {seconds:g} s of connecting")
+                    return TaskResult(
+                        False,
+                        None,
+                        f"datasource '{db}': no answer within {seconds:g} s while connecting",
+                    )
+            await watched
         except asyncio.CancelledError:
             # Timeout or Ctrl-C: stop the statement at the server, not just stop waiting.
-            await loop.run_in_executor(None, pool.cancel, execution)
+            await asyncio.get_running_loop().run_in_executor(None, pool.cancel, execution)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(work), ctx.kill_grace_s)
+            if execution.committed:  # the commit had begun: the work is done, and kept
+                log("-- the cancel came after the commit had begun: the task succeeded")
+                return TaskResult(True, 0)
             log("-- cancelled")
             raise
         except StatementCancelled:
             raise asyncio.CancelledError() from None
         except Exception as exc:  # its full text is in the log already
-            lines = [line.strip() for line in str(exc).splitlines()]
-            # PostgreSQL's "LINE 1: ..." and caret lines point into the SQL: the log has them
-            lines = [x for x in lines if x and not x.startswith("LINE ") and set(x) != {"^"}]
-            text = " ".join(lines) or type(exc).__name__
-            reason = self.datasources.mask(text if len(text) <= 300 else text[:297] + "...")
-            return TaskResult(False, None, f"datasource '{db}': {reason}")
+            return TaskResult(False, None, f"datasource '{db}': {self._reason(exc)}")
         return TaskResult(True, 0)
+
+    def _reason(self, exc: BaseException) -> str:
+        lines = [line.strip() for line in str(exc).splitlines()]
+        # PostgreSQL's "LINE 1: ..." and caret lines point into the SQL: the log has them
+        lines = [x for x in lines if x and not x.startswith("LINE ") and set(x) != {"^"}]
+        text = " ".join(lines) or type(exc).__name__
+        return self.datasources.mask(text if len(text) <= 300 else text[:297] + "...")
 
     def close(self) -> None:
         for pool in self._pools.values():
