@@ -6,6 +6,8 @@ TaskResult; only bugs raise.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,3 +76,14 @@ class TaskType:
 
     def close(self) -> None:
         """Release what the type holds (connection pools) at the end of a run."""
+
+
+def create_log(path: Path) -> int:
+    """A new attempt's log file. A file already there belongs to no run this database knows
+    (run ids restart when a database is replaced): it is kept aside, never appended to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileExistsError:
+        os.replace(path, path.with_name(f"{path.name}.replaced-{time.time_ns()}"))
+        return os.open(path, flags, 0o644)

@@ -16,13 +16,12 @@ import os
 import select
 import shutil
 import signal
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mflow.liveness import signal_group
-from mflow.tasktypes.base import TaskContext, TaskResult
+from mflow.tasktypes.base import TaskContext, TaskResult, create_log
 
 _CHUNK = 1 << 20
 _DEVNULL: int | None = None
@@ -71,17 +70,6 @@ async def run_process(argv: Sequence[str], ctx: TaskContext) -> TaskResult:
     if child.log_error is not None:
         return TaskResult(False, returncode, child.log_error)
     return result_of(returncode)
-
-
-def create_log(path: Path) -> int:
-    """A new attempt's log file. A file already there belongs to no run this database knows
-    (run ids restart when a database is replaced): it is kept aside, never appended to."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    try:
-        return os.open(path, flags, 0o644)
-    except FileExistsError:
-        os.replace(path, path.with_name(f"{path.name}.replaced-{time.time_ns()}"))
-        return os.open(path, flags, 0o644)
 
 
 def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:

@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from mflow.databases import DatabasePool, Execution, StatementCancelled
 from mflow.datasources import Datasources
 from mflow.modelcheck import suggest
-from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
-from mflow.tasktypes.process import create_log
+from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType, create_log
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from mflow.databases import DatabasePool, Execution
 
 
 def _setter(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:
@@ -92,10 +95,14 @@ class SqlType(TaskType):
     def _pool(self, name: str) -> DatabasePool:
         pool = self._pools.get(name)
         if pool is None:
+            from mflow.databases import DatabasePool  # threads and pools only when used
+
             pool = self._pools[name] = DatabasePool(self.datasources.by_name[name])
         return pool
 
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
+        import asyncio  # the run loop's; validation has no need of it
+
         assert isinstance(task, SqlSpec)
         pool = self._pool(task.db)
         log = _TaskLog(ctx.log_path, self.datasources.mask)
@@ -108,6 +115,8 @@ class SqlType(TaskType):
                 )
             else:
                 statements = [task.command or ""]
+            from mflow.databases import Execution
+
             loop = asyncio.get_running_loop()
             execution = Execution()
             started, connected = loop.create_future(), loop.create_future()
@@ -145,6 +154,8 @@ class SqlType(TaskType):
         ctx: TaskContext,
         db: str,
     ) -> TaskResult:
+        import asyncio
+
         started, connected = signals
         watched = asyncio.shield(work)
         try:
@@ -175,9 +186,11 @@ class SqlType(TaskType):
                 return TaskResult(True, 0)
             log("-- cancelled")
             raise
-        except StatementCancelled:
-            raise asyncio.CancelledError() from None
-        except Exception as exc:  # its full text is in the log already
+        except Exception as exc:
+            from mflow.databases import StatementCancelled
+
+            if isinstance(exc, StatementCancelled):
+                raise asyncio.CancelledError() from None
             return TaskResult(False, None, f"datasource '{db}': {self._reason(exc)}")
         return TaskResult(True, 0)
 
