@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-## mflow against make -j2 on the shared workloads (not a test: prints ratios)
+## mflow against make -j2 on five standard workloads (not a test: prints ratios)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
