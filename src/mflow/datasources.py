@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mflow.documents import load_document
 from mflow.envvars import expand, unset_names
 from mflow.errors import InvalidFilesError, Problem
-from mflow.modelcheck import check_model
+from mflow.modelcheck import check_model, key_in_any_case
 
 # The driver each kind of database is reached with, where a URL names none.
 DEFAULT_DRIVERS = {
@@ -95,11 +95,7 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
         return NO_DATASOURCES
     doc = load_document(path, "datasources file")
     data = doc.data
-    key = (
-        next((k for k in data if str(k).lower() == "connections"), None)
-        if isinstance(data, dict)
-        else None
-    )
+    key = key_in_any_case(data, "connections")
     if key is None or not isinstance(data[key], list):
         raise InvalidFilesError(
             [
@@ -172,9 +168,7 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
 def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
     common = {"max_connections": model.max_connections, "connect_timeout": model.connect_timeout}
     if model.url is not None:
-        url = with_driver(model.url)
-        if url.startswith("sqlite:///") and not url[10:].startswith(("/", ":")):
-            url = "sqlite:///" + str(folder / url[10:])  # relative to this file's folder
+        url = sqlite_relative_to(with_driver(model.url), folder)
         return Datasource(model.name, url.split(":", 1)[0].split("+", 1)[0], url, **common)
     user = quote(model.user or "", safe="")
     password = quote(model.password or "", safe="")
@@ -186,6 +180,14 @@ def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
         {"dsn": model.connection_string},
         **common,
     )
+
+
+def sqlite_relative_to(url: str, folder: Path) -> str:
+    """A SQLite URL with a relative path means relative to the folder of the file naming it."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :].startswith(("/", ":")):
+        return url
+    return prefix + str(folder / url[len(prefix) :])
 
 
 def url_problem(url: str) -> str | None:

@@ -22,7 +22,7 @@ from mflow.listener import RunListener
 from mflow.liveness import signal_group
 from mflow.logs import task_log_path
 from mflow.settings import SettingsWatcher
-from mflow.states import RunState, TaskState
+from mflow.states import RunState, TaskState, check_transition
 from mflow.tasktypes import TaskTypes
 from mflow.tasktypes.base import MAX_SECONDS, TaskContext, TaskResult
 
@@ -217,6 +217,7 @@ class Engine:
             self._done.set_result(None)
 
     def _set_state(self, task_id: str, state: TaskState, message: str = "") -> None:
+        check_transition(self.state[task_id], state)  # a wrong move is a bug: stop loudly
         self.state[task_id] = state
         if message:
             self.messages[task_id] = message

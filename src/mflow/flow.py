@@ -13,7 +13,7 @@ from mflow.documents import Document, load_document
 from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
-from mflow.modelcheck import check_model, lower_case_keys, suggest
+from mflow.modelcheck import check_model, key_in_any_case, lower_case_keys, suggest
 from mflow.tasktypes import TaskTypes
 from mflow.tasktypes.base import TaskSpec
 
@@ -71,11 +71,7 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
     """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
     doc = load_document(path, "task file")
     data = doc.data
-    tasks_key = (
-        next((k for k in data if str(k).lower() == "tasks"), None)
-        if isinstance(data, dict)
-        else None
-    )
+    tasks_key = key_in_any_case(data, "tasks")
     if tasks_key is None or not isinstance(data[tasks_key], list):
         raise InvalidFilesError(
             [

@@ -94,6 +94,15 @@ def check_model(
     return (None if problems else instance), problems, warnings
 
 
+def key_in_any_case(data: Any, name: str) -> str | None:
+    """The key of the mapping `data` that is `name` in any case (exact spelling first)."""
+    if not isinstance(data, dict):
+        return None
+    if name in data:
+        return name
+    return next((key for key in data if str(key).lower() == name), None)
+
+
 def lower_case_keys(raw: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     """`raw` with the keys that are `names` in another case spelt in lower case (the file's
     own lower-case spelling wins; a clash is reported by check_model)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mflow.datasources import sqlite_relative_to
 from mflow.documents import load_document
 from mflow.envvars import EnvBlock, expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
@@ -116,18 +117,10 @@ def load_settings(path: Path, *, required: bool) -> Settings:
     if problems:
         raise InvalidFilesError(problems, warnings)
     path = path.resolve()  # mflow changes directory before it re-reads this file
-    backend = _relative_to(model.backend, path.parent)
+    backend = model.backend and sqlite_relative_to(model.backend, path.parent)
     if backend != model.backend:
         model = model.model_copy(update={"backend": backend})
     return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
-
-
-def _relative_to(url: str | None, folder: Path) -> str | None:
-    """A SQLite URL with a relative path means relative to config.json's folder."""
-    prefix = "sqlite:///"
-    if url is None or not url.startswith(prefix) or url[len(prefix) :].startswith(("/", ":")):
-        return url
-    return prefix + str(folder / url[len(prefix) :])
 
 
 class SettingsWatcher:

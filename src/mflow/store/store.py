@@ -135,6 +135,7 @@ class StateStore:
                 )
         return int(run_id)
 
+    @_reporting_db_errors
     def write_batch(
         self,
         run_id: int,
@@ -144,21 +145,6 @@ class StateStore:
         run_end: tuple[RunState, str | None] | None = None,
     ) -> None:
         """One transaction for everything the recorder buffered; also beats the heartbeat."""
-        try:
-            self._write_batch(run_id, new_attempts, changed_attempts, task_changes, run_end)
-        except SQLAlchemyError as exc:
-            raise EnvironmentFault(
-                f"cannot write to the state database {safe_url(self.url)}: {_reason(exc)}"
-            ) from None
-
-    def _write_batch(
-        self,
-        run_id: int,
-        new_attempts: list[dict[str, Any]],
-        changed_attempts: list[dict[str, Any]],
-        task_changes: list[dict[str, Any]],
-        run_end: tuple[RunState, str | None] | None,
-    ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             if new_attempts:
