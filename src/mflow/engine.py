@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mflow.envvars import expand
 from mflow.flow import Flow
@@ -49,10 +50,16 @@ class Engine:
         selected: Collection[str] | None = None,
         skipped: Mapping[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
+        resumed_from: int | None = None,
+        force: bool = False,
     ):
         """`selected`: run only these tasks (their other dependencies count as met).
         `skipped`: tasks that succeeded in the run being resumed -> where; they show SKIPPED.
-        `extra_env`: variables mflow gives every task (run id, reaper token)."""
+        `extra_env`: variables mflow gives every task (run id, reaper token).
+        `resumed_from`, `force`: this run resumes that one (with --force); task types that
+        keep state of their own (nested flows) resume it too."""
+        self.resumed_from = resumed_from
+        self.force = force
         self.flow = flow
         self.types = types
         self.watcher = settings
@@ -71,6 +78,7 @@ class Engine:
         }
         self.state = dict.fromkeys(self.order, TaskState.PENDING)
         self.pids: dict[str, int] = {}
+        self.details: dict[tuple[str, int], dict[str, Any]] = {}  # see TaskContext.record
         self.messages: dict[str, str] = {}
         self.log_paths: dict[str, Path] = {}
         self.attempts = dict.fromkeys(self.order, 0)
@@ -240,6 +248,9 @@ class Engine:
             env=self._env(spec.env),
             on_process=lambda pid: self._on_process(task_id, attempt, pid),
             kill_grace_s=self.watcher.current.model.kill_grace,
+            record=lambda key, value: self._record_detail(task_id, attempt, key, value),
+            resumed_from=self.resumed_from,
+            force=self.force,
         )
         self.listener.attempt_started(task_id, attempt, log_path)
         max_attempts = self.max_attempts(task_id)
@@ -270,6 +281,11 @@ class Engine:
             self.pids.pop(task_id, None)
         self._record_result(task_id, attempt, result)
         return result
+
+    def _record_detail(self, task_id: str, attempt: int, key: str, value: Any) -> None:
+        details = self.details.setdefault((task_id, attempt), {})
+        details[key] = value
+        self.listener.attempt_details(task_id, attempt, dict(details))
 
     def _on_process(self, task_id: str, attempt: int, pid: int) -> None:
         self.pids[task_id] = pid

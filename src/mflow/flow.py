@@ -14,7 +14,7 @@ from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
 from mflow.modelcheck import check_model, key_in_any_case, lower_case_keys, suggest
-from mflow.tasktypes import TaskTypes
+from mflow.tasktypes import TaskTypes, TypeLoadError
 from mflow.tasktypes.base import TaskSpec
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.@+=-]")
@@ -192,7 +192,11 @@ def _check_task(
             + f"; known types: {', '.join(types.names())}",
         )
         return None
-    task_type = types.get(type_name)
+    try:
+        task_type = types.get(type_name)
+    except TypeLoadError as exc:
+        check.add(index, "type", task_id=task_id, key="type", message=str(exc))
+        return None
     if task_type is None:
         check.add(
             index,

@@ -20,7 +20,8 @@ from mflow.errors import EnvironmentFault, InvalidFilesError, Problem, UsageErro
 from mflow.flow import Flow, load_flow
 from mflow.modelcheck import suggest
 from mflow.settings import Settings, load_settings
-from mflow.tasktypes import TaskTypes, builtin_types
+from mflow.tasktypes import TaskTypes
+from mflow.tasktypes.base import TypeSetup
 
 if TYPE_CHECKING:
     from mflow.store.sqlite_writer import SqliteRunWriter
@@ -81,7 +82,7 @@ def load_inputs(
             backend = resolve_backend(settings, sources)
         except InvalidFilesError as exc:
             problems += exc.problems
-    types = builtin_types(sources or BROKEN_DATASOURCES)
+    types = TaskTypes(TypeSetup(settings, sources or BROKEN_DATASOURCES, backend))
     variables = {**os.environ, **(settings.env if settings else {})}
     try:
         flow = load_flow(taskfile, types, variables)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mflow.states import RunState, TaskState
 
@@ -14,6 +15,9 @@ class RunListener:
     def attempt_started(self, task_id: str, attempt: int, log_path: Path) -> None: ...
 
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None: ...
+
+    def attempt_details(self, task_id: str, attempt: int, details: dict[str, Any]) -> None:
+        """What the task type recorded of the attempt so far (all of it, each time)."""
 
     def attempt_ended(
         self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
@@ -47,6 +51,10 @@ class Listeners(RunListener):
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
         for listener in self.listeners:
             listener.attempt_process(task_id, attempt, pid)
+
+    def attempt_details(self, task_id: str, attempt: int, details: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener.attempt_details(task_id, attempt, details)
 
     def attempt_ended(
         self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str

@@ -35,6 +35,8 @@ class SettingsModel(BaseModel):
     default_retry_backoff: float = Field(default=1.0, ge=1, le=100)
     default_timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     kill_grace: float = Field(default=10.0, ge=0, le=3600)
+    # spark tasks: the spark-submit to run (else $SPARK_HOME/bin/spark-submit, else PATH)
+    spark_submit: str | None = Field(default=None, min_length=1)
 
     @field_validator("log_directory")
     @classmethod

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Column, Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from mflow.errors import EnvironmentFault
 from mflow.store import tables as t
 from mflow.store.rows import SCHEMA_VERSION
 
+
+def _add_columns(conn: Connection, *columns: Column[Any]) -> None:
+    for column in columns:
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {column.table.name} ADD {column.name} {kind}"))
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Nested flows and task details: mf_runs.parent_attempt, mf_attempts.details."""
+    _add_columns(conn, t.runs.c.parent_attempt, t.attempts.c.details)
+    for index in t.runs.indexes:
+        if index.name == "mf_runs_parent":
+            index.create(conn, checkfirst=True)
+
+
 # version -> the step that upgrades a schema of that version to the next one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def ensure_schema(engine: Engine) -> None:

@@ -8,6 +8,7 @@ those tasks then look unfinished, so resume runs them again.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +57,11 @@ class Recorder(RunListener):
             "pid": None,
             "host": HOST,
             "log_path": str(log_path),
+            "details": None,
         }
+
+    def attempt_details(self, task_id: str, attempt: int, details: dict[str, Any]) -> None:
+        self._row(task_id, attempt)["details"] = json.dumps(details, default=str)
 
     def attempt_process(self, task_id: str, attempt: int, pid: int) -> None:
         self._row(task_id, attempt)["pid"] = pid

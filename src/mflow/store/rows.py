@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 # Bump with a migration in store.migrations whenever tables.py changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 HOST = socket.gethostname()
 

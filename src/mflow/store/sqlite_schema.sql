@@ -1,4 +1,4 @@
--- mflow state schema, version 1, for sqlite (generated from src/mflow/store/tables.py)
+-- mflow state schema, version 2, for sqlite (generated from src/mflow/store/tables.py)
 
 CREATE TABLE IF NOT EXISTS mf_attempts (
 	run_id INTEGER NOT NULL, 
@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS mf_attempts (
 	pid INTEGER, 
 	host VARCHAR(255), 
 	log_path VARCHAR(1024), 
+	details TEXT, 
 	PRIMARY KEY (run_id, task_id, attempt)
 );
 
@@ -34,11 +35,14 @@ CREATE TABLE IF NOT EXISTS mf_runs (
 	task_count INTEGER NOT NULL, 
 	parent_run_id INTEGER, 
 	parent_task_id VARCHAR(255), 
+	parent_attempt INTEGER, 
 	resumed_from INTEGER, 
 	scope VARCHAR(1000), 
 	message VARCHAR(2000), 
 	PRIMARY KEY (run_id)
 );
+
+CREATE INDEX IF NOT EXISTS mf_runs_parent ON mf_runs (parent_run_id);
 
 CREATE INDEX IF NOT EXISTS mf_runs_state ON mf_runs (state);
 
@@ -57,4 +61,4 @@ CREATE TABLE IF NOT EXISTS mf_tasks (
 	PRIMARY KEY (run_id, task_id)
 );
 
-INSERT OR IGNORE INTO mf_meta (name, val) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO mf_meta (name, val) VALUES ('schema_version', '2');

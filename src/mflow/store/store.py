@@ -93,6 +93,7 @@ class StateStore:
         *,
         parent_run_id: int | None = None,
         parent_task_id: str | None = None,
+        parent_attempt: int | None = None,
         resumed_from: int | None = None,
         scope: str | None = None,
     ) -> int:
@@ -110,6 +111,7 @@ class StateStore:
                     task_count=len(task_rows),
                     parent_run_id=parent_run_id,
                     parent_task_id=parent_task_id,
+                    parent_attempt=parent_attempt,
                     resumed_from=resumed_from,
                     scope=scope,
                 )

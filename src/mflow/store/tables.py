@@ -44,6 +44,7 @@ runs = Table(
     Column("task_count", Integer, nullable=False),
     Column("parent_run_id", Integer),
     Column("parent_task_id", String(255)),
+    Column("parent_attempt", Integer),  # a nested flow's run: the attempt that started it
     Column("resumed_from", Integer),  # the run this one resumes
     Column("scope", String(1000)),  # a partial run's selection ("--only a,b"); NULL: all
     Column("message", String(2000)),
@@ -82,4 +83,6 @@ attempts = Table(
     Column("pid", Integer),
     Column("host", String(255)),
     Column("log_path", String(1024)),
+    Column("details", Text),  # JSON object a task type records (Spark app id, nested run id)
 )
+Index("mf_runs_parent", runs.c.parent_run_id)

@@ -11,11 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mflow.envvars import EnvBlock
+
+if TYPE_CHECKING:
+    from mflow.datasources import Datasources
+    from mflow.inputs import Backend
+    from mflow.settings import Settings
 
 MAX_SECONDS = 31 * 24 * 3600.0  # a month: longer is surely a mistake
 
@@ -38,6 +43,16 @@ class TaskSpec(BaseModel):
     description: str | None = None
 
 
+@dataclass(frozen=True)
+class TypeSetup:
+    """What a task type may need from the files of the run, given to its constructor.
+    At validation time `backend` may be None (a broken config.json)."""
+
+    settings: Settings | None
+    datasources: Datasources
+    backend: Backend | None = None
+
+
 @dataclass
 class TaskContext:
     """What an attempt needs from the engine. The log file is opened by the type itself."""
@@ -50,6 +65,11 @@ class TaskContext:
     env: dict[str, str]
     on_process: Callable[[int], None] = field(default=lambda pid: None)
     kill_grace_s: float = 10.0  # after SIGTERM, how long before SIGKILL
+    # Facts about the attempt worth keeping beside its state (a Spark application id, a
+    # nested run's id): stored as JSON on the attempt, shown by `status` and the API.
+    record: Callable[[str, Any], None] = field(default=lambda key, value: None)
+    resumed_from: int | None = None  # the run this run resumes, if it is a resume
+    force: bool = False  # the resume was asked with --force
 
 
 @dataclass(frozen=True)
@@ -60,11 +80,14 @@ class TaskResult:
 
 
 class TaskType:
-    """Base class of every task type."""
+    """Base class of every task type. One instance serves every task of its type in a run."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = ""  # a plugin's name is the name of its entry point
     aliases: ClassVar[tuple[str, ...]] = ()
     spec: ClassVar[type[TaskSpec]] = TaskSpec
+
+    def __init__(self, setup: TypeSetup):
+        self.setup = setup
 
     def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
         """Problems the model cannot see (an unknown datasource, a missing script), as
@@ -76,6 +99,11 @@ class TaskType:
 
     def close(self) -> None:
         """Release what the type holds (connection pools) at the end of a run."""
+
+
+def open_log(ctx: TaskContext) -> TextIO:
+    """The attempt's log as a line-buffered text file (for types that write it themselves)."""
+    return open(create_log(ctx.log_path), "w", encoding="utf-8", errors="replace", buffering=1)
 
 
 def create_log(path: Path) -> int:

@@ -48,37 +48,53 @@ def resolve_program(name: str, env: dict[str, str]) -> str | None:
     return found
 
 
-async def run_process(argv: Sequence[str], ctx: TaskContext) -> TaskResult:
-    program = resolve_program(argv[0], ctx.env)
+async def run_process(
+    argv: Sequence[str],
+    ctx: TaskContext,
+    *,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    grace_s: float | None = None,
+    header: str | None = None,
+) -> TaskResult:
+    """Run `argv` as the attempt's process; its output goes to the attempt's log.
+    `env`: instead of ctx.env. `on_line`: also see each line of output (it then passes
+    through mflow rather than being spliced by the kernel). `grace_s`: instead of the
+    configured kill_grace, between SIGTERM and SIGKILL when the task is stopped.
+    `header`: text to start the log with (the command line, say)."""
+    env = ctx.env if env is None else env
+    program = resolve_program(argv[0], env)
     if program is None:
         return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError())
     read_fd, write_fd = os.pipe()
     try:
-        pid = _spawn(program, argv, ctx, write_fd)
+        pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
         os.close(read_fd)
         return _spawn_failure(ctx.log_path, argv[0], exc)
     finally:
         os.close(write_fd)
     ctx.on_process(pid)
-    child = _Child(pid, read_fd, ctx.log_path)
+    child = _Child(pid, read_fd, ctx.log_path, _Lines(on_line) if on_line else None)
+    if header is not None:
+        child.start_log(header.encode())
     try:
         returncode = await child.done
     except asyncio.CancelledError:
-        await child.stop(ctx.kill_grace_s)
+        await child.stop(ctx.kill_grace_s if grace_s is None else grace_s)
         raise
     if child.log_error is not None:
         return TaskResult(False, returncode, child.log_error)
     return result_of(returncode)
 
 
-def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> int:
-    if str(ctx.cwd) == os.getcwd():
+def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], out_fd: int) -> int:
+    if str(cwd) == os.getcwd():
         # posix_spawn: the cheapest way to start a process from Python (vfork + exec).
         return os.posix_spawn(
             program,
             list(argv),
-            ctx.env,
+            env,
             setpgroup=0,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, _devnull(), 0),
@@ -94,8 +110,8 @@ def _spawn(program: str, argv: Sequence[str], ctx: TaskContext, out_fd: int) -> 
         stdin=_devnull(),
         stdout=out_fd,
         stderr=out_fd,
-        cwd=ctx.cwd,
-        env=ctx.env,
+        cwd=cwd,
+        env=env,
         process_group=0,
     ).pid
 
@@ -140,7 +156,7 @@ def _watcher(loop: asyncio.AbstractEventLoop) -> _Watcher:
 class _Child:
     """One spawned process: its output pipe, its exit, and the means to stop its group."""
 
-    def __init__(self, pid: int, read_fd: int, log_path: Path):
+    def __init__(self, pid: int, read_fd: int, log_path: Path, lines: _Lines | None = None):
         self.loop = asyncio.get_running_loop()
         self.pid = pid
         self.returncode: int | None = None
@@ -149,6 +165,7 @@ class _Child:
         self._read_fd: int | None = read_fd
         self._log_path = log_path
         self._log_fd: int | None = None
+        self._lines = lines
         self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
         self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
@@ -176,19 +193,28 @@ class _Child:
                 return  # without a log (it could not be opened) output is drained, unkept
         else:
             try:
-                if os.splice(self._read_fd, self._log_fd, _CHUNK):
+                if self._lines is None and os.splice(self._read_fd, self._log_fd, _CHUNK):
                     return
             except OSError:  # a file system that refuses splice: copy through user space
-                data = os.read(self._read_fd, _CHUNK)
-                if data:
-                    self._write(data)
-                    return
+                pass
+            data = os.read(self._read_fd, _CHUNK)
+            if data:
+                self._write(data)
+                return
             os.close(self._log_fd)
+        if self._lines is not None:
+            self._lines.close()
         # Every writer closed its end of the pipe.
         self._watcher.remove(self._read_fd)
         os.close(self._read_fd)
         self._read_fd = None
         self._maybe_done()
+
+    def start_log(self, text: bytes) -> None:
+        """Create the log now, beginning with `text` (not seen by the line observer)."""
+        lines, self._lines = self._lines, None
+        self._open_log(text)
+        self._lines = lines
 
     def _open_log(self, first: bytes) -> None:
         try:
@@ -200,6 +226,8 @@ class _Child:
 
     def _write(self, data: bytes) -> None:
         assert self._log_fd is not None
+        if self._lines is not None:
+            self._lines.feed(data)
         try:
             os.write(self._log_fd, data)
         except OSError as exc:  # disk full, say: the task is told so at its end
@@ -233,6 +261,29 @@ class _Child:
                 signal_group(self.pid, signal.SIGKILL)
         while self.returncode is None or self._read_fd is not None:
             await self._changed()
+
+
+class _Lines:
+    """Cuts output into lines for an observer; a line longer than 64 KiB is cut there."""
+
+    _LIMIT = 1 << 16
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self._on_line = on_line
+        self._partial = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > self._LIMIT:
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            self._on_line(line.decode("utf-8", "replace").rstrip("\r"))
+
+    def close(self) -> None:
+        if self._partial:
+            self._on_line(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
 
 
 def result_of(returncode: int) -> TaskResult:

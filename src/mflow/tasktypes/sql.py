@@ -13,7 +13,14 @@ from pydantic import Field, model_validator
 
 from mflow.datasources import Datasources
 from mflow.modelcheck import suggest
-from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType, create_log
+from mflow.tasktypes.base import (
+    TaskContext,
+    TaskResult,
+    TaskSpec,
+    TaskType,
+    TypeSetup,
+    create_log,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -68,8 +75,9 @@ class SqlType(TaskType):
     aliases = ("sql",)
     spec = SqlSpec
 
-    def __init__(self, datasources: Datasources):
-        self.datasources = datasources
+    def __init__(self, setup: TypeSetup):
+        super().__init__(setup)
+        self.datasources: Datasources = setup.datasources
         self._pools: dict[str, DatabasePool] = {}
 
     def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:

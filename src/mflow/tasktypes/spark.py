@@ -1,0 +1,257 @@
+"""`spark` tasks: spark-submit with the original's keys, built into an argv (never a shell
+string). The driver's output goes to the task log; the exit code is spark-submit's. In
+YARN cluster mode the application id is read from that output, recorded on the attempt,
+and the application is killed when the task is stopped (killing spark-submit alone would
+leave it running on the cluster)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
+
+_MASTER = re.compile(r"local(\[(\d+|\*)(,\s*\d+)?\])?|yarn|(spark|k8s|mesos)://\S+")
+_MEMORY = re.compile(r"\d+[kmgtp]?b?", re.IGNORECASE)
+APPLICATION_ID = re.compile(r"\bapplication_\d+_\d+\b")
+KILL_TIMEOUT_S = 60.0
+
+# spark-submit option -> SparkSpec field; the file spells keys as the options ("deploy-mode").
+_VALUE_OPTIONS = {
+    "master": "master",
+    "deploy-mode": "deploy_mode",
+    "name": "name",
+    "class": "class_",
+    "queue": "queue",
+    "driver-memory": "driver_memory",
+    "driver-cores": "driver_cores",
+    "executor-memory": "executor_memory",
+    "executor-cores": "executor_cores",
+    "num-executors": "num_executors",
+    "total-executor-cores": "total_executor_cores",
+}
+_LIST_OPTIONS = {"jars": "jars", "py-files": "py_files", "files": "files"}  # comma-joined
+
+
+def _count(value: str | int) -> str:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"must be a whole number of at least 1 (got {value!r})")
+    return text
+
+
+def _memory(value: str | int) -> str:
+    text = str(value).strip()
+    if not _MEMORY.fullmatch(text):
+        raise ValueError(f"must be an amount of memory such as 512m or 4g (got {value!r})")
+    return text
+
+
+class SparkSpec(TaskSpec):
+    master: str
+    deploy_mode: str | None = Field(default=None, alias="deploy-mode")
+    name: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+    queue: str | None = None
+    driver_memory: str | int | None = Field(default=None, alias="driver-memory")
+    driver_cores: str | int | None = Field(default=None, alias="driver-cores")
+    executor_memory: str | int | None = Field(default=None, alias="executor-memory")
+    executor_cores: str | int | None = Field(default=None, alias="executor-cores")
+    num_executors: str | int | None = Field(default=None, alias="num-executors")
+    total_executor_cores: str | int | None = Field(default=None, alias="total-executor-cores")
+    jars: list[str] | str | None = None
+    py_files: list[str] | str | None = Field(default=None, alias="py-files")
+    files: list[str] | str | None = None
+    verbose: bool = False
+    supervise: bool = False
+    ingestor_file: str = Field(alias="ingestor-file", min_length=1)  # the application
+    # [{"parameter": "x"}] (the original's form) or plain values
+    parameters: list[dict[str, Any] | str | int | float] = Field(default_factory=list)
+    # [{"key": k, "value": v}] (the original's form) or {"k": v}
+    confs: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=list)
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        if not _MASTER.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a Spark master: use yarn, local[N], spark://host:port, "
+                "k8s://... or mesos://..."
+            )
+        return value.strip()
+
+    @field_validator("deploy_mode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("client", "cluster"):
+            raise ValueError(f"must be client or cluster (got {value!r})")
+        return value
+
+    @field_validator("driver_memory", "executor_memory")
+    @classmethod
+    def _memory(cls, value: str | int | None) -> str | None:
+        return None if value is None else _memory(value)
+
+    @field_validator("driver_cores", "executor_cores", "num_executors", "total_executor_cores")
+    @classmethod
+    def _count(cls, value: str | int | None) -> str | None:
+        return None if value is None else _count(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, values: list[Any]) -> list[Any]:
+        for value in values:
+            if isinstance(value, dict) and set(value) != {"parameter"}:
+                raise ValueError('each parameter is a value, or {"parameter": value}')
+        return values
+
+    @field_validator("confs")
+    @classmethod
+    def _confs(cls, confs: list[dict[str, Any]] | dict[str, Any]) -> Any:
+        for conf in confs if isinstance(confs, list) else ():
+            if set(conf) != {"key", "value"} or not isinstance(conf["key"], str):
+                raise ValueError('each conf is {"key": "spark.x.y", "value": ...}')
+        return confs
+
+    def conf_pairs(self) -> list[tuple[str, str]]:
+        if isinstance(self.confs, dict):
+            return [(key, _text(value)) for key, value in self.confs.items()]
+        return [(conf["key"], _text(conf["value"])) for conf in self.confs]
+
+    def parameter_values(self) -> list[str]:
+        return [
+            _text(value["parameter"] if isinstance(value, dict) else value)
+            for value in self.parameters
+        ]
+
+
+def _text(value: Any) -> str:
+    """A value as spark-submit should see it: true/false in lower case, as Spark writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+class SparkType(TaskType):
+    name = "spark"
+    spec = SparkSpec
+
+    def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
+        assert isinstance(task, SparkSpec)
+        app = task.ingestor_file
+        # A relative path belongs to the project (a typo is worth catching now); an absolute
+        # one may exist only on the host that runs the flow.
+        if _is_local(app) and not Path(app).is_absolute() and not (folder / app).exists():
+            return [("ingestor-file", f"no application at {folder / app}")]
+        return []
+
+    def submit_program(self, env: dict[str, str]) -> str:
+        """config.json's spark_submit, else $SPARK_HOME/bin/spark-submit, else PATH's."""
+        settings = self.setup.settings
+        configured = settings.model.spark_submit if settings else None
+        if configured:
+            path = Path(os.path.expanduser(configured))
+            if "/" in configured and not path.is_absolute() and settings and settings.source:
+                path = settings.source.parent / path
+            return str(path)
+        home = env.get("SPARK_HOME")
+        if home:
+            return str(Path(home) / "bin" / "spark-submit")
+        return "spark-submit"
+
+    def argv(self, task: SparkSpec, env: dict[str, str], cwd: Path) -> list[str]:
+        argv = [self.submit_program(env)]
+        for option, field in _VALUE_OPTIONS.items():
+            value = getattr(task, field)
+            if value is not None:
+                argv += [f"--{option}", str(value)]
+        for option, field in _LIST_OPTIONS.items():
+            value = getattr(task, field)
+            if value:
+                argv += [f"--{option}", value if isinstance(value, str) else ",".join(value)]
+        if task.verbose:
+            argv.append("--verbose")
+        if task.supervise:
+            argv.append("--supervise")
+        for key, value in task.conf_pairs():
+            argv += ["--conf", f"{key}={value}"]
+        app = task.ingestor_file
+        if _is_local(app) and not Path(app).is_absolute():
+            app = str(cwd / app)
+        return [*argv, app, *task.parameter_values()]
+
+    async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
+        import asyncio
+
+        from mflow.tasktypes.process import run_process
+
+        assert isinstance(task, SparkSpec)
+        argv = self.argv(task, ctx.env, ctx.cwd)
+        ctx.record("argv", argv)
+        found: list[str] = []
+
+        def on_line(line: str) -> None:
+            if not found:
+                match = APPLICATION_ID.search(line)
+                if match:
+                    found.append(match.group())
+                    ctx.record("application_id", match.group())
+
+        try:
+            result = await run_process(argv, ctx, on_line=on_line, header=f"$ {shlex.join(argv)}\n")
+        except asyncio.CancelledError:
+            if found and task.master == "yarn":
+                await _kill_yarn_application(found[0], ctx)
+            raise
+        if result.exit_code == 127 and argv[0] == "spark-submit":
+            return TaskResult(
+                False,
+                127,
+                "spark-submit not found: set spark_submit in config.json, or SPARK_HOME, "
+                "or put spark-submit on the PATH",
+            )
+        if found:
+            return TaskResult(
+                result.ok, result.exit_code, _joined(result.message, f"application {found[0]}")
+            )
+        return result
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
+async def _kill_yarn_application(application_id: str, ctx: TaskContext) -> None:
+    """`yarn application -kill`, its output appended to the task log. Best effort: the
+    task is being stopped anyway, and the log says if the kill did not work."""
+    import asyncio
+    import subprocess
+
+    home = ctx.env.get("HADOOP_HOME")
+    yarn = str(Path(home) / "bin" / "yarn") if home else "yarn"
+    argv = [yarn, "application", "-kill", application_id]
+    with open(ctx.log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n$ {shlex.join(argv)}\n")
+        log.flush()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=log, stderr=subprocess.STDOUT, env=ctx.env, cwd=ctx.cwd
+            )
+        except OSError as exc:
+            log.write(f"cannot kill application {application_id}: {exc}\n")
+            return
+        try:
+            async with asyncio.timeout(KILL_TIMEOUT_S):
+                await asyncio.shield(process.wait())
+        except (TimeoutError, asyncio.CancelledError):
+            process.kill()
+            log.write(f"yarn did not answer within {KILL_TIMEOUT_S:g} s\n")
