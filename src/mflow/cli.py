@@ -18,7 +18,7 @@ from mflow.errors import InternalError, InvalidFilesError, MflowError, UsageErro
 
 RUN_ID = click.IntRange(1, 2**62)  # what every backend's integer column holds
 RUN_STATES = ("RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
-COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs")
+COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs", "types", "plugin")
 DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
 
@@ -122,6 +122,14 @@ def run(
     dry_run: bool,
 ) -> None:
     """Run the flow in --taskfile (the default command)."""
+    from mflow.nesting import ParentLink
+
+    link = ParentLink.take_from_environment()
+    if link is not None:  # started by a parent flow's `mflow` task
+        from mflow.runner import exit_code, run_nested
+
+        nested = run_nested(link, config, taskfile or DEFAULT_TASKFILE, datasources)
+        sys.exit(0 if nested is None else exit_code(nested))
     if resume_id is not None:
         if task_id or from_id or only:
             raise UsageError(
@@ -188,7 +196,12 @@ def _resume(
         _show_plan(inputs.flow, to_run)
         return
     result = execute(
-        inputs, selected=plan.task_ids, skipped=plan.skipped, resumed_from=run_id, scope=plan.scope
+        inputs,
+        selected=plan.task_ids,
+        skipped=plan.skipped,
+        resumed_from=run_id,
+        scope=plan.scope,
+        force=force,
     )
     sys.exit(exit_code(result))
 
@@ -310,7 +323,7 @@ def status(run_id: int, config: Path | None, datasources: Path | None, as_json: 
     run_row = store.get_run(run_id)
     if run_row is None:
         raise UsageError(f"no run {run_id} in {store.url}; `mflow runs` lists the runs")
-    data = views.status_json(run_row, store.task_rows(run_id), store.attempt_rows(run_id))
+    data = views.status_tree(store, run_row)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -356,6 +369,49 @@ def logs(
             "or its log was removed)",
             err=True,
         )
+
+
+@cli.command("types")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def types_command(as_json: bool) -> None:
+    """List the task types, built-in and from plugins, with their keys."""
+    from mflow import typelist
+
+    data = typelist.types_json()
+    _warn(data["ignored"])
+    click.echo(json.dumps(data, indent=2) if as_json else typelist.types_text(data))
+
+
+@cli.group()
+def plugin() -> None:
+    """Task-type plugins: see `mflow plugin new --help`."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to create the folder mflow-NAME.",
+)
+def plugin_new(name: str, parent: Path) -> None:
+    """Write mflow-NAME/: a plugin package for task type NAME, with tests."""
+    from mflow import scaffold
+
+    folder, files, notes = scaffold.new_plugin(name, parent)
+    _warn(notes)
+    click.echo(f"wrote {folder}/ with task type '{name}':")
+    for path in files:
+        click.echo(f"  {path}")
+    click.echo(
+        f"next, where mflow is installed:\n"
+        f"  pip install -e '{folder}[test]'\n"
+        f"  mflow types\n"
+        f"  cd {folder} && python -m pytest"
+    )
 
 
 def _translate_go_flags(argv: list[str]) -> list[str]:

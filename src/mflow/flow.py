@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mflow import nesting
 from mflow.documents import Document, load_document
 from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
@@ -69,6 +70,14 @@ class _Checker:
 
 def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
     """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
+    nesting.validating.append(str(path.resolve()))
+    try:
+        return _load_flow(path, types, variables)
+    finally:
+        nesting.validating.pop()
+
+
+def _load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
     doc = load_document(path, "task file")
     data = doc.data
     tasks_key = key_in_any_case(data, "tasks")

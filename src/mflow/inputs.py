@@ -59,9 +59,15 @@ class Inputs:
 
 
 def load_inputs(
-    config: Path, config_required: bool, taskfile: Path, datasources: Path | None = None
+    config: Path,
+    config_required: bool,
+    taskfile: Path,
+    datasources: Path | None = None,
+    *,
+    backend: Backend | None = None,
 ) -> Inputs:
-    """Settings, datasources and flow, validated; every file's problems reported together."""
+    """Settings, datasources and flow, validated; every file's problems reported together.
+    `backend`: record there, whatever config.json says (a nested flow uses its parent's)."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
     settings = sources = backend = None
@@ -77,7 +83,7 @@ def load_inputs(
     except InvalidFilesError as exc:
         problems += exc.problems
         warnings += exc.warnings
-    if settings is not None and sources is not None:
+    if settings is not None and sources is not None and backend is None:
         try:
             backend = resolve_backend(settings, sources)
         except InvalidFilesError as exc:

@@ -23,6 +23,8 @@ def process_started_at(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):  # dead, not yet reaped (its parent died too, say)
+            return None
         ticks = int(fields[19])  # field 22 of proc(5); two fields precede the ')' split
         return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):

@@ -31,10 +31,12 @@ class ReaperLink:
         read_fd, self._write_fd = os.pipe()
         try:
             # Its own process group: a Ctrl-C at the terminal must not kill it before mflow.
+            # Not the token of a parent flow (this mflow may be a nested flow's): when the
+            # parent's helper kills this mflow, this helper must live on to kill our tasks.
             os.posix_spawn(
                 sys.executable,
                 [sys.executable, "-m", "mflow.reaper", self.token],
-                dict(os.environ),
+                {key: value for key, value in os.environ.items() if key != TOKEN_VARIABLE},
                 setpgroup=0,
                 file_actions=[(os.POSIX_SPAWN_DUP2, read_fd, 0)],
             )

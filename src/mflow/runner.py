@@ -10,18 +10,20 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mflow import nesting
 from mflow.engine import Engine, RunOutcome
 from mflow.errors import EnvironmentFault, InternalError, UsageError
 from mflow.flow import Flow
-from mflow.inputs import Inputs, load_inputs, open_run_writer
+from mflow.inputs import Backend, Inputs, load_inputs, open_run_writer
 from mflow.listener import Listeners
 from mflow.logs import MasterLog
 from mflow.modelcheck import suggest
+from mflow.nesting import ParentLink
 from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
 from mflow.reaper import TOKEN_VARIABLE, ReaperLink
 from mflow.resume import ResumePlan, plan_resume
@@ -90,11 +92,14 @@ def prepare_resume(
     datasources: Path | None,
     *,
     force: bool,
+    backend: Backend | None = None,
 ) -> tuple[Inputs, ResumePlan]:
-    """Load the files of the run to resume (unless others are named) and plan the resume."""
+    """Load the files of the run to resume (unless others are named) and plan the resume.
+    `backend`: the state database, instead of the one config.json names."""
     from mflow.inputs import NoStateDatabase, load_backend, open_store
 
-    settings, backend = load_backend(config, datasources)
+    settings, named_backend = load_backend(config, datasources)
+    backend = backend or named_backend
     try:
         store = open_store(settings, backend, create=False)
     except NoStateDatabase as exc:
@@ -112,6 +117,7 @@ def prepare_resume(
         config is not None,
         taskfile or Path("tasks.json"),
         datasources,
+        backend=backend,
     )
     digests = {task_id: task_digest(spec) for task_id, spec in inputs.flow.tasks.items()}
     tasks = store.task_rows(run_id)
@@ -144,9 +150,12 @@ def execute(
     skipped: Mapping[str, str] | None = None,
     scope: str | None = None,
     resumed_from: int | None = None,
+    force: bool = False,
+    parent: ParentLink | None = None,
     live: bool | None = None,
 ) -> RunResult:
     flow = inputs.flow
+    nesting.current_chain = (*(parent.chain if parent else ()), str(flow.path))
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
     assert inputs.backend is not None
     store = open_run_writer(inputs.settings, inputs.backend)
@@ -157,6 +166,7 @@ def execute(
         task_rows(inputs, task_ids),
         resumed_from=resumed_from,
         scope=scope,
+        **(parent.run_columns() if parent else {}),
     )
     out = Terminal(sys.stdout)
     if live is None:
@@ -176,6 +186,8 @@ def execute(
         selected=selected,
         skipped=skipped,
         extra_env={"MFLOW_RUN_ID": str(run_id), TOKEN_VARIABLE: reaper.token},
+        resumed_from=resumed_from,
+        force=force,
     )
     started = time.monotonic()
     # Tasks run in the task file's folder; being there already lets them start without
@@ -227,6 +239,66 @@ async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, engine.reload_settings)
     return await engine.run()
+
+
+def run_nested(
+    link: ParentLink, config: Path | None, taskfile: Path, datasources: Path | None
+) -> RunResult | None:
+    """`mflow run` started by a parent's `mflow` task: recorded in the parent's database,
+    and continuing the same task's last nested run if it did not succeed. None: nothing
+    was left to run."""
+    from mflow.inputs import open_store
+    from mflow.settings import load_settings
+
+    link.check_taskfile(taskfile)
+    settings = load_settings(config or Path("config.json"), required=config is not None)
+    store = open_store(settings, link.backend)
+    try:
+        store.reap_dead_runs()
+        previous = store.latest_child_run(link.run_id, link.task_id)
+    finally:
+        store.close()
+    config_required = config is not None
+    if previous is None:
+        inputs = load_inputs(
+            config or Path("config.json"),
+            config_required,
+            taskfile,
+            datasources,
+            backend=link.backend,
+        )
+        _warn(inputs.warnings)
+        return execute(inputs, parent=link)
+    run_id = previous["run_id"]
+    if previous["state"] == RunState.SUCCESS:
+        print(f"run {run_id}: the nested flow succeeded in run {run_id}; nothing left to run")
+        return None
+    if previous["state"] == RunState.RUNNING:
+        raise EnvironmentFault(
+            f"run {run_id} of this nested flow is still running "
+            f"(pid {previous['pid']} on {previous['host']}); stop it first"
+        )
+    inputs, plan = prepare_resume(
+        run_id, config, taskfile, datasources, force=link.force, backend=link.backend
+    )
+    _warn(inputs.warnings)
+    if all(task_id in plan.skipped for task_id in plan.task_ids):
+        print(f"run {run_id}: every task of the nested flow succeeded; nothing left to run")
+        return None
+    return execute(
+        inputs,
+        selected=plan.task_ids,
+        skipped=plan.skipped,
+        resumed_from=run_id,
+        scope=plan.scope,
+        force=link.force,
+        parent=link,
+    )
+
+
+def _warn(problems: Iterable[object]) -> None:
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
 
 
 def exit_code(result: RunResult) -> int:

@@ -3,6 +3,7 @@ tables, and a task log read (or followed) from its file."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -38,6 +39,16 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
         "pid": run["pid"],
         "host": run["host"],
         "message": run["message"],
+        "resumed_from": run.get("resumed_from"),
+        "parent": (
+            {
+                "run_id": run["parent_run_id"],
+                "task_id": run.get("parent_task_id"),
+                "attempt": run.get("parent_attempt"),
+            }
+            if run.get("parent_run_id") is not None
+            else None
+        ),
     }
 
 
@@ -58,6 +69,7 @@ def status_json(
                 "pid": row["pid"],
                 "host": row["host"],
                 "log_path": row["log_path"],
+                "details": _details(row.get("details")),
             }
         )
     return {
@@ -76,6 +88,33 @@ def status_json(
     }
 
 
+def _details(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {"unreadable": raw}
+    return found if isinstance(found, dict) else {"value": found}
+
+
+def status_tree(store: Any, run: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """status_json of a run, each `mflow` task with the nested runs it started."""
+    run_id = run["run_id"]
+    data = status_json(run, store.task_rows(run_id), store.attempt_rows(run_id))
+    children: dict[str, list[dict[str, Any]]] = {}
+    if depth < 20:  # nesting is bounded when runs start; this guards a doctored database
+        for child in store.child_runs(run_id):
+            child["task_states"] = store.get_run(child["run_id"])["task_states"]
+            children.setdefault(child["parent_task_id"], []).append(
+                status_tree(store, child, depth + 1)
+            )
+    for task in data["tasks"]:
+        if task["task_id"] in children:
+            task["nested_runs"] = children[task["task_id"]]
+    return data
+
+
 def runs_table(rows: list[dict[str, Any]]) -> str:
     table = [["RUN", "STATE", "STARTED (UTC)", "DURATION", "TASKS", "FLOW"]]
     for row in rows:
@@ -88,10 +127,15 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
                 (row["started_at"] or "")[:23],
                 duration,
                 counts,
-                row["flow_path"],
+                row["flow_path"] + _nested_in(row),
             ]
         )
     return _columns(table, right={0, 3})
+
+
+def _nested_in(row: dict[str, Any]) -> str:
+    parent = row.get("parent")
+    return f"  (nested: run {parent['run_id']}, task {parent['task_id']})" if parent else ""
 
 
 def _columns(table: list[list[str]], right: set[int]) -> str:
@@ -113,23 +157,53 @@ def status_text(data: dict[str, Any]) -> str:
         f"run {data['run_id']} {data['state']}  {data['flow_path']}",
         f"started {data['started_at']}  {duration}  pid {data['pid']} on {data['host']}",
     ]
+    if data["parent"]:
+        parent = data["parent"]
+        lines.append(
+            f"nested flow of run {parent['run_id']}, task {parent['task_id']} "
+            f"(attempt {parent['attempt']})"
+        )
     if data["message"]:
         lines.append(data["message"])
-    width = max([len(t["task_id"]) for t in data["tasks"]] + [4])
+    width = max([len(t["task_id"]) for t in _all_tasks(data)] + [4]) + 4 * _depth(data)
     lines.append(
         f"{'TASK':<{width}}  {'STATE':<15} {'TRY':>5} {'EXIT':>4} {'TIME':>8}  MESSAGE / LOG"
     )
+    _task_lines(data, lines, width, "")
+    return "\n".join(lines)
+
+
+def _task_lines(data: dict[str, Any], lines: list[str], width: int, indent: str) -> None:
     for task in data["tasks"]:
         last = task["attempts"][-1] if task["attempts"] else {}
         exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
         took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
         detail = task["message"] or _log_or_none(last.get("log_path"))
         tries = f"{len(task['attempts'])}/{task['max_attempts']}"
+        name = indent + task["task_id"]
         lines.append(
-            f"{task['task_id']:<{width}}  {task['state']:<15} {tries:>5} "
-            f"{exit_code:>4} {took:>8}  {detail}"
+            f"{name:<{width}}  {task['state']:<15} {tries:>5} {exit_code:>4} {took:>8}  {detail}"
         )
-    return "\n".join(lines)
+        for child in task.get("nested_runs", ()):
+            took = f"{child['duration_s']:.2f}s" if child["duration_s"] is not None else ""
+            head = f"{indent}  > run {child['run_id']}"
+            lines.append(
+                f"{head:<{width}}  {child['state']:<15} {'':>5} {'':>4} {took:>8}  "
+                f"{child['flow_path']}"
+            )
+            _task_lines(child, lines, width, indent + "    ")
+
+
+def _all_tasks(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for task in data["tasks"]:
+        yield task
+        for child in task.get("nested_runs", ()):
+            yield from _all_tasks(child)
+
+
+def _depth(data: dict[str, Any]) -> int:
+    nested = [child for task in data["tasks"] for child in task.get("nested_runs", ())]
+    return 1 + max(_depth(child) for child in nested) if nested else 0
 
 
 def _log_or_none(path: str | None) -> str:

@@ -270,6 +270,35 @@ class StateStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    @_reporting_db_errors
+    def child_runs(self, run_id: int) -> list[dict[str, Any]]:
+        """The nested flows' runs started by tasks of this run, oldest first."""
+        query = select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.run_id)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    @_reporting_db_errors
+    def latest_child_run(self, run_id: int, task_id: str) -> dict[str, Any] | None:
+        """The last run a task of `run_id`, or of the runs it resumes, gave to a nested flow."""
+        with self.engine.connect() as conn:
+            seen: set[int] = set()
+            current: int | None = run_id
+            while current is not None and current not in seen:
+                seen.add(current)
+                row = conn.execute(
+                    select(t.runs)
+                    .where(t.runs.c.parent_run_id == current)
+                    .where(t.runs.c.parent_task_id == task_id)
+                    .order_by(t.runs.c.run_id.desc())
+                    .limit(1)
+                ).first()
+                if row is not None:
+                    return dict(row._mapping)
+                current = conn.execute(
+                    select(t.runs.c.resumed_from).where(t.runs.c.run_id == current)
+                ).scalar()
+        return None
+
     @staticmethod
     def _state_counts(conn: Any, run_ids: Iterable[int]) -> dict[int, dict[str, int]]:
         run_ids = list(run_ids)
