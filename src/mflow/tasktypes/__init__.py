@@ -17,7 +17,7 @@ from typing import Any
 
 from mflow.datasources import NO_DATASOURCES
 from mflow.errors import MflowError
-from mflow.tasktypes.base import TaskType, TypeSetup
+from mflow.tasktypes.base import TaskSpec, TaskType, TypeSetup
 
 ENTRY_POINT_GROUP = "mflow.task_types"
 BUILTIN = "built-in"
@@ -56,6 +56,11 @@ class Registration:
             raise TypeLoadError(
                 f"task type '{self.name}' ({self.origin}): {self.target} is not a "
                 "subclass of mflow.tasktypes.base.TaskType"
+            )
+        if not (isinstance(found.spec, type) and issubclass(found.spec, TaskSpec)):
+            raise TypeLoadError(
+                f"task type '{self.name}' ({self.origin}): its spec is not a "
+                "subclass of mflow.tasktypes.base.TaskSpec"
             )
         return found
 
@@ -117,7 +122,14 @@ class TaskTypes:
         cls = registration.load()
         instance = self._by_class.get(cls)
         if instance is None:
-            instance = self._by_class[cls] = cls(self.setup)
+            try:
+                instance = cls(self.setup)
+            except Exception as exc:  # a plugin's constructor may raise anything
+                raise TypeLoadError(
+                    f"task type '{name}' ({registration.origin}) failed to start: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            self._by_class[cls] = instance
         self._instances[name] = instance
         return instance
 

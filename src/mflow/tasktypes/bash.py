@@ -6,7 +6,7 @@ import functools
 import re
 import shutil
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
 
@@ -28,7 +28,7 @@ source suspend test times trap type typeset ulimit umask unalias unset wait
 
 
 class BashSpec(TaskSpec):
-    command: str
+    command: str = Field(description="run with bash -c (or exec'd directly when plain)")
 
     @field_validator("command")
     @classmethod

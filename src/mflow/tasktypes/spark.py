@@ -53,8 +53,10 @@ def _memory(value: str | int) -> str:
 
 
 class SparkSpec(TaskSpec):
-    master: str
-    deploy_mode: str | None = Field(default=None, alias="deploy-mode")
+    master: str = Field(description="--master: yarn, local[N], spark://host:port...")
+    deploy_mode: str | None = Field(
+        default=None, alias="deploy-mode", description="--deploy-mode: client or cluster"
+    )
     name: str | None = None
     class_: str | None = Field(default=None, alias="class")
     queue: str | None = None
@@ -64,16 +66,22 @@ class SparkSpec(TaskSpec):
     executor_cores: str | int | None = Field(default=None, alias="executor-cores")
     num_executors: str | int | None = Field(default=None, alias="num-executors")
     total_executor_cores: str | int | None = Field(default=None, alias="total-executor-cores")
-    jars: list[str] | str | None = None
+    jars: list[str] | str | None = Field(default=None, description="--jars (a list)")
     py_files: list[str] | str | None = Field(default=None, alias="py-files")
     files: list[str] | str | None = None
-    verbose: bool = False
-    supervise: bool = False
-    ingestor_file: str = Field(alias="ingestor-file", min_length=1)  # the application
+    verbose: bool = Field(default=False, description="--verbose")
+    supervise: bool = Field(default=False, description="--supervise")
+    ingestor_file: str = Field(
+        alias="ingestor-file", min_length=1, description="the application (.py or .jar)"
+    )
     # [{"parameter": "x"}] (the original's form) or plain values
-    parameters: list[dict[str, Any] | str | int | float] = Field(default_factory=list)
+    parameters: list[dict[str, Any] | str | int | float] = Field(
+        default_factory=list, description="the application's arguments"
+    )
     # [{"key": k, "value": v}] (the original's form) or {"k": v}
-    confs: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=list)
+    confs: list[dict[str, Any]] | dict[str, Any] = Field(
+        default_factory=list, description="--conf key=value, each"
+    )
 
     @field_validator("master")
     @classmethod

@@ -57,9 +57,13 @@ class _TaskLog:
 
 
 class SqlSpec(TaskSpec):
-    db: str = Field(min_length=1)
-    command: str | None = None  # sent as one statement, exactly as written
-    file: str | None = None  # a script, split as the database's own client would
+    db: str = Field(min_length=1, description="the datasource's name")
+    command: str | None = Field(
+        default=None, description="a statement or PL/SQL block, sent exactly as written"
+    )
+    file: str | None = Field(
+        default=None, description="a .sql script, split as the database's own client would"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SqlSpec:
