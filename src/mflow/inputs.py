@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from mflow.store.store import StateStore
 
 DEFAULT_DATASOURCES = Path("oracle.json")
-STATE_DATASOURCE = "mflow"  # the original kept its state in the connection of this name
+STATE_DATASOURCE = "mflow"
+RUN_VARIABLES = {"MFLOW_RUN_ID": "", "MFLOW_RUN_TOKEN": ""}  # the original kept its state in the connection of this name
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def load_inputs(
         except InvalidFilesError as exc:
             problems += exc.problems
     types = TaskTypes(TypeSetup(settings, sources or BROKEN_DATASOURCES, backend))
-    variables = {**os.environ, **(settings.env if settings else {})}
+    # what mflow sets for every task counts as set (its value is known only when it runs)
+    variables = {**RUN_VARIABLES, **os.environ, **(settings.env if settings else {})}
     try:
         flow = load_flow(taskfile, types, variables)
     except InvalidFilesError as exc:
