@@ -18,7 +18,7 @@ from mflow.errors import InternalError, InvalidFilesError, MflowError, UsageErro
 
 RUN_ID = click.IntRange(1, 2**62)  # what every backend's integer column holds
 RUN_STATES = ("RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
-COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs", "types", "plugin")
+COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs", "serve", "types", "plugin")
 DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
 
@@ -412,6 +412,23 @@ def plugin_new(name: str, parent: Path) -> None:
         f"  mflow types\n"
         f"  cd {folder} && python -m pytest"
     )
+
+
+@cli.command()
+@state_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+def serve(config: Path | None, datasources: Path | None, host: str, port: int) -> None:
+    """Serve the REST API (/api, OpenAPI at /docs) and the web page over the runs' state.
+
+    Read-only unless config.json's api_token (or MFLOW_API_TOKEN) is set: then cancel,
+    retry and resume are allowed to requests that carry it.
+    """
+    from mflow.server.serve import serve as start
+
+    start(config, datasources, host, port)
 
 
 def _translate_go_flags(argv: list[str]) -> list[str]:

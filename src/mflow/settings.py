@@ -37,12 +37,22 @@ class SettingsModel(BaseModel):
     kill_grace: float = Field(default=10.0, ge=0, le=3600)
     # spark tasks: the spark-submit to run (else $SPARK_HOME/bin/spark-submit, else PATH)
     spark_submit: str | None = Field(default=None, min_length=1)
+    # `mflow serve`: the token that allows actions (cancel, retry, resume); else read-only
+    api_token: str | None = None
 
     @field_validator("log_directory")
     @classmethod
     def _usable_path(cls, value: str) -> str:
         if not value.strip() or "\0" in value:
             raise ValueError("must be a folder path (not empty, no NUL character)")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        # a ValueError's message never repeats the value: the token stays out of the report
+        if value is not None and len(value.strip()) < 16:
+            raise ValueError("must be at least 16 characters (a random one: openssl rand -hex 24)")
         return value
 
     @field_validator("backend")

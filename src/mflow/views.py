@@ -57,21 +57,7 @@ def status_json(
 ) -> dict[str, Any]:
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in attempts:
-        by_task.setdefault(row["task_id"], []).append(
-            {
-                "attempt": row["attempt"],
-                "state": row["state"],
-                "started_at": _iso(row["started_at"]),
-                "ended_at": _iso(row["ended_at"]),
-                "duration_s": _duration(row["started_at"], row["ended_at"]),
-                "exit_code": row["exit_code"],
-                "message": row["message"],
-                "pid": row["pid"],
-                "host": row["host"],
-                "log_path": row["log_path"],
-                "details": _details(row.get("details")),
-            }
-        )
+        by_task.setdefault(row["task_id"], []).append(attempt_json(row))
     return {
         **run_json(run),
         "tasks": [
@@ -113,6 +99,22 @@ def status_tree(store: Any, run: dict[str, Any], depth: int = 0) -> dict[str, An
         if task["task_id"] in children:
             task["nested_runs"] = children[task["task_id"]]
     return data
+
+
+def attempt_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt": row["attempt"],
+        "state": row["state"],
+        "started_at": _iso(row["started_at"]),
+        "ended_at": _iso(row["ended_at"]),
+        "duration_s": _duration(row["started_at"], row["ended_at"]),
+        "exit_code": row["exit_code"],
+        "message": row["message"],
+        "pid": row["pid"],
+        "host": row["host"],
+        "log_path": row["log_path"],
+        "details": _details(row.get("details")),
+    }
 
 
 def runs_table(rows: list[dict[str, Any]]) -> str:

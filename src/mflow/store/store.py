@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -234,16 +235,44 @@ class StateStore:
 
     # -- reads ----------------------------------------------------------------------------
     @_reporting_db_errors
-    def list_runs(self, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
-        query = select(t.runs).order_by(t.runs.c.run_id.desc()).limit(limit)
-        if state:
-            query = query.where(t.runs.c.state == state)
+    def list_runs(
+        self,
+        limit: int = 20,
+        state: str | None = None,
+        *,
+        offset: int = 0,
+        flow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first. `flow`: task files whose path contains it; `since`/`until`:
+        started in [since, until) (naive UTC)."""
+        query = (
+            select(t.runs)
+            .where(*_run_filter(state, flow, since, until))
+            .order_by(t.runs.c.run_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         with self.engine.connect() as conn:
             runs = [dict(row._mapping) for row in conn.execute(query)]
             counts = self._state_counts(conn, [run["run_id"] for run in runs])
         for run in runs:
             run["task_states"] = counts.get(run["run_id"], {})
         return runs
+
+    @_reporting_db_errors
+    def count_runs(
+        self,
+        state: str | None = None,
+        *,
+        flow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        query = select(func.count()).select_from(t.runs)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query.where(*_run_filter(state, flow, since, until))).scalar())
 
     @_reporting_db_errors
     def get_run(self, run_id: int) -> dict[str, Any] | None:
@@ -326,6 +355,21 @@ _update_task = (
     .where(t.tasks.c.run_id == bindparam("b_run"))
     .where(t.tasks.c.task_id == bindparam("b_task"))
 )
+
+
+def _run_filter(
+    state: str | None, flow: str | None, since: datetime | None, until: datetime | None
+) -> list[Any]:
+    conditions = []
+    if state:
+        conditions.append(t.runs.c.state == state)
+    if flow:
+        conditions.append(t.runs.c.flow_path.contains(flow, autoescape=True))
+    if since is not None:
+        conditions.append(t.runs.c.started_at >= since)
+    if until is not None:
+        conditions.append(t.runs.c.started_at < until)
+    return conditions
 
 
 def _by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -1,0 +1,225 @@
+"""What the API reads: runs, tasks, attempts and logs, from the state store and log files.
+Passwords of the datasources are masked in every text that leaves here."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mflow import views
+from mflow.states import TaskState
+from mflow.store.store import StateStore
+
+REAP_EVERY_S = 5.0  # how often a read looks for runs whose mflow died
+MAX_LOG_READ = 4 << 20  # bytes in one answer; ask again from the next offset
+
+
+class NotFound(LookupError):
+    """An unknown run, task or attempt: the API answers 404 with this message."""
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    data: bytes
+    offset: int  # where `data` starts in the file
+    size: int  # the file's size when read
+    state: str  # the attempt's state (RUNNING: the log may still grow)
+
+
+class Reads:
+    def __init__(self, store: StateStore, mask: Callable[[str], str] = lambda text: text):
+        self.store = store
+        self.mask = mask
+        self._reaped_at = 0.0
+        self._lock = threading.Lock()
+
+    def _reap(self) -> None:
+        """A run whose mflow was killed must not show RUNNING for ever."""
+        with self._lock:
+            if time.monotonic() - self._reaped_at < REAP_EVERY_S:
+                return
+            self._reaped_at = time.monotonic()
+        self.store.reap_dead_runs()
+
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {key: self._masked(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._masked(item) for item in value]
+        return value
+
+    # -- runs -----------------------------------------------------------------------------
+    def runs(self, limit: int, offset: int, **filters: Any) -> dict[str, Any]:
+        self._reap()
+        rows = self.store.list_runs(limit, filters.pop("state", None), offset=offset, **filters)
+        total = self.store.count_runs(filters.pop("state", None), **filters)
+        return {
+            "runs": [self._masked(views.run_json(row)) for row in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    def _run_row(self, run_id: int) -> dict[str, Any]:
+        self._reap()
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return row
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        row = self._run_row(run_id)
+        tasks = self.store.task_rows(run_id)
+        data = views.status_json(row, tasks, self.store.attempt_rows(run_id))
+        nested: dict[str, list[int]] = {}
+        for child in self.store.child_runs(run_id):
+            nested.setdefault(child["parent_task_id"], []).append(child["run_id"])
+        depends = {task["task_id"]: _depends(task) for task in tasks}
+        for task in data["tasks"]:
+            task["depends"] = depends[task["task_id"]]
+            task["nested_run_ids"] = nested.get(task["task_id"], [])
+        return self._masked(data)
+
+    def dag(self, run_id: int) -> dict[str, Any]:
+        row = self._run_row(run_id)
+        tasks = self.store.task_rows(run_id)
+        nested: dict[str, list[int]] = {}
+        for child in self.store.child_runs(run_id):
+            nested.setdefault(child["parent_task_id"], []).append(child["run_id"])
+        in_run = {task["task_id"] for task in tasks}
+        return {
+            "run_id": run_id,
+            "state": row["state"],
+            "nodes": [
+                {
+                    "id": task["task_id"],
+                    "type": task["task_type"],
+                    "state": task["state"],
+                    "attempts": task["attempts"],
+                    "max_attempts": task["max_attempts"],
+                    "message": self.mask(task["message"]) if task["message"] else None,
+                    "nested_run_ids": nested.get(task["task_id"], []),
+                }
+                for task in tasks
+            ],
+            # a partial run's tasks may depend on tasks it did not run: no edge to those
+            "edges": [
+                {"source": dep, "target": task["task_id"]}
+                for task in tasks
+                for dep in _depends(task)
+                if dep in in_run
+            ],
+        }
+
+    # -- tasks and attempts ---------------------------------------------------------------
+    def attempts(self, run_id: int, task_id: str) -> list[dict[str, Any]]:
+        self._run_row(run_id)
+        if not any(row["task_id"] == task_id for row in self.store.task_rows(run_id)):
+            raise NotFound(f"run {run_id} has no task '{task_id}'")
+        rows = self.store.attempt_rows(run_id, task_id)
+        return [self._masked(views.attempt_json(row)) for row in rows]
+
+    def _attempt_row(self, run_id: int, task_id: str, attempt: int) -> dict[str, Any]:
+        self._run_row(run_id)
+        rows = self.store.attempt_rows(run_id, task_id)
+        if not rows and not any(r["task_id"] == task_id for r in self.store.task_rows(run_id)):
+            raise NotFound(f"run {run_id} has no task '{task_id}'")
+        for row in rows:
+            if row["attempt"] == attempt:
+                return row
+        raise NotFound(f"task '{task_id}' of run {run_id} has no attempt {attempt}")
+
+    def log(
+        self,
+        run_id: int,
+        task_id: str,
+        attempt: int,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        tail: int | None = None,
+    ) -> LogChunk:
+        """Bytes of an attempt's log: from `offset` (at most `length`), or the last `tail`
+        lines. A task that printed nothing has no file: an empty chunk."""
+        row = self._attempt_row(run_id, task_id, attempt)
+        return read_log(row["log_path"], row["state"], offset, length, tail)
+
+    def attempt_state(self, run_id: int, task_id: str, attempt: int) -> tuple[str, str | None]:
+        row = self._attempt_row(run_id, task_id, attempt)
+        return row["state"], row["log_path"]
+
+
+def _depends(task: dict[str, Any]) -> list[str]:
+    try:
+        found = json.loads(task.get("depends_on") or "[]")
+    except ValueError:
+        return []
+    return [dep for dep in found if isinstance(dep, str)] if isinstance(found, list) else []
+
+
+def read_log(
+    path: str | None, state: str, offset: int | None, length: int | None, tail: int | None
+) -> LogChunk:
+    if not path:
+        return LogChunk(b"", 0, 0, state)
+    try:
+        with open(path, "rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            if tail is not None:
+                start = _tail_start(log, size, tail)
+            else:
+                start = min(offset or 0, size)
+            log.seek(start)
+            want = min(length if length is not None else MAX_LOG_READ, MAX_LOG_READ)
+            data = log.read(want)
+    except FileNotFoundError:
+        return LogChunk(b"", 0, 0, state)
+    return LogChunk(data, start, size, state)
+
+
+def _tail_start(log: Any, size: int, lines: int) -> int:
+    """The offset where the last `lines` lines of the file begin (read backwards in blocks)."""
+    if lines <= 0:
+        return size
+    position = size
+    found = 0
+    block = 65536
+    # a final newline ends the last line; it does not start another
+    log.seek(max(size - 1, 0))
+    skip_last = size > 0 and log.read(1) == b"\n"
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        log.seek(position)
+        data = log.read(step)
+        end = len(data) - 1 if (skip_last and position + step == size) else len(data)
+        index = end
+        while True:
+            index = data.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            found += 1
+            if found == lines:
+                return position + index + 1
+    return 0
+
+
+def attempt_over(state: str) -> bool:
+    return state != TaskState.RUNNING
+
+
+def log_file_size(path: str | None) -> int:
+    if not path:
+        return 0
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0

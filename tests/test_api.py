@@ -1,0 +1,359 @@
+"""The REST API of `mflow serve`, over real runs recorded by the real `mflow run`, on SQLite
+and PostgreSQL. Requests go through FastAPI's test client (the app in this process, the
+runs in their own processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Project, assert_exit, bash, wait_for
+from databases import postgres_url  # noqa: F401 - fixture
+from mflow.server.serve import build_app
+from mflow.store.store import StateStore
+
+TOKEN = "t0ken-for-the-api-tests-0123456789"
+
+
+def client_for(project: Project, token: str | None = None) -> TestClient:
+    if token:
+        os.environ["MFLOW_API_TOKEN"] = token
+    try:
+        app, _, _ = build_app(project.root / "config.json", None)
+    finally:
+        os.environ.pop("MFLOW_API_TOKEN", None)
+    return TestClient(app)
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """(event, data) pairs of a server-sent event stream."""
+    event, data = "message", []
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def recorded(request: pytest.FixtureRequest, project: Project) -> Project:
+    """A project with three runs: a failed one (with retries), a success, a partial one."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        store = StateStore(url)  # module-scoped database: each test starts empty
+        with store.engine.begin() as conn:
+            for table in ("mf_attempts", "mf_tasks", "mf_runs"):
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+        store.close()
+        project.write_config(backend=url)
+    project.write_tasks(
+        [
+            bash("extract", "echo extracted; echo line2; echo line3"),
+            bash("flaky", "echo try; exit 3", "extract", retries=1, retry_delay=0),
+            bash("load", "echo never", "flaky"),
+        ],
+        name="nightly.json",
+    )
+    assert_exit(project.mflow("run", "--taskfile", "nightly.json"), 1)
+    project.write_tasks([bash("a", "echo A"), bash("b", "echo B", "a")], name="small.json")
+    assert_exit(project.mflow("run", "--taskfile", "small.json"), 0)
+    assert_exit(project.mflow("run", "--taskfile", "small.json", "--only", "b"), 0)
+    return project
+
+
+def test_health_says_where_the_state_is_and_that_actions_are_off(recorded: Project):
+    answer = client_for(recorded).get("/api/health").json()
+    assert answer["status"] == "ok"
+    assert answer["actions"] is False
+
+
+def test_runs_are_listed_newest_first_with_filters_and_paging(recorded: Project):
+    client = client_for(recorded)
+    page = client.get("/api/runs").json()
+    assert page["total"] == 3
+    assert [r["state"] for r in page["runs"]] == ["SUCCESS", "SUCCESS", "FAILED"]
+    newest = page["runs"][0]
+    assert newest["task_count"] == 1 and newest["task_states"] == {"SUCCESS": 1}
+    failed = client.get("/api/runs", params={"state": "FAILED"}).json()
+    assert [r["flow_path"].rsplit("/", 1)[1] for r in failed["runs"]] == ["nightly.json"]
+    small = client.get("/api/runs", params={"flow": "small"}).json()
+    assert small["total"] == 2
+    second = client.get("/api/runs", params={"limit": 1, "offset": 1}).json()
+    assert second["total"] == 3 and [r["run_id"] for r in second["runs"]] == [
+        page["runs"][1]["run_id"]
+    ]
+    future = client.get("/api/runs", params={"since": "2999-01-01T00:00:00Z"}).json()
+    assert future == {"runs": [], "total": 0, "limit": 50, "offset": 0}
+    past = client.get("/api/runs", params={"until": "2000-01-01"}).json()
+    assert past["total"] == 0
+    today = client.get("/api/runs", params={"since": time.strftime("%Y-%m-%d")}).json()
+    assert today["total"] == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"state": "DONE"},
+        {"state": "failed"},
+        {"since": "yesterday"},
+        {"limit": 0},
+        {"limit": 5000},
+        {"offset": -1},
+    ],
+)
+def test_bad_run_filters_are_json_errors(recorded: Project, query: dict[str, Any]):
+    answer = client_for(recorded).get("/api/runs", params=query)
+    assert answer.status_code == 422
+    assert "detail" in answer.json()
+
+
+def test_a_run_has_its_tasks_and_every_attempt(recorded: Project):
+    client = client_for(recorded)
+    failed_id = client.get("/api/runs", params={"state": "FAILED"}).json()["runs"][0]["run_id"]
+    run = client.get(f"/api/runs/{failed_id}").json()
+    assert run["state"] == "FAILED"
+    tasks = {t["task_id"]: t for t in run["tasks"]}
+    assert [t["task_id"] for t in run["tasks"]] == ["extract", "flaky", "load"]
+    assert tasks["flaky"]["depends"] == ["extract"]
+    assert [(a["attempt"], a["state"], a["exit_code"]) for a in tasks["flaky"]["attempts"]] == [
+        (1, "FAILED", 3),
+        (2, "FAILED", 3),
+    ]
+    assert tasks["load"]["state"] == "UPSTREAM_FAILED" and tasks["load"]["attempts"] == []
+    attempts = client.get(f"/api/runs/{failed_id}/tasks/flaky/attempts").json()
+    assert [a["attempt"] for a in attempts] == [1, 2]
+
+
+def test_the_dag_has_nodes_with_states_and_edges(recorded: Project):
+    client = client_for(recorded)
+    failed_id = client.get("/api/runs", params={"state": "FAILED"}).json()["runs"][0]["run_id"]
+    dag = client.get(f"/api/runs/{failed_id}/dag").json()
+    assert {n["id"]: n["state"] for n in dag["nodes"]} == {
+        "extract": "SUCCESS",
+        "flaky": "FAILED",
+        "load": "UPSTREAM_FAILED",
+    }
+    assert {(e["source"], e["target"]) for e in dag["edges"]} == {
+        ("extract", "flaky"),
+        ("flaky", "load"),
+    }
+    # a partial run's task depends on a task it did not run: no edge into nowhere
+    partial = client.get("/api/runs").json()["runs"][0]["run_id"]
+    assert client.get(f"/api/runs/{partial}/dag").json()["edges"] == []
+
+
+def test_a_log_is_read_whole_by_range_or_by_its_tail(recorded: Project):
+    client = client_for(recorded)
+    run_id = client.get("/api/runs", params={"state": "FAILED"}).json()["runs"][0]["run_id"]
+    url = f"/api/runs/{run_id}/tasks/extract/attempts/1/log"
+    whole = client.get(url)
+    assert whole.text == "extracted\nline2\nline3\n"
+    assert whole.headers["x-log-size"] == str(len(whole.text))
+    assert whole.headers["x-attempt-state"] == "SUCCESS"
+    part = client.get(url, params={"offset": 10, "length": 5})
+    assert part.text == "line2" and part.headers["x-log-offset"] == "10"
+    assert client.get(url, params={"tail": 2}).text == "line2\nline3\n"
+    assert client.get(url, params={"tail": 10}).text == whole.text
+    assert client.get(url, params={"offset": 1000}).text == ""
+    assert client.get(url, params={"tail": 1, "offset": 2}).text == "line3\n"  # tail wins
+    for bad in ("/api/runs/0", "/api/runs/-4", f"/api/runs/{run_id}/tasks/extract/attempts/0/log"):
+        assert client.get(bad).status_code == 422
+    second = client.get(f"/api/runs/{run_id}/tasks/flaky/attempts/2/log")
+    assert second.text == "try\n"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/runs/999999",
+        "/api/runs/999999/dag",
+        "/api/runs/999999/tasks/x/attempts",
+        "/api/runs/{run}/tasks/nope/attempts",
+        "/api/runs/{run}/tasks/extract/attempts/9/log",
+        "/api/runs/{run}/tasks/nope/attempts/1/log",
+        "/api/nothing-here",
+    ],
+)
+def test_unknown_ids_are_404_with_a_json_reason(recorded: Project, path: str):
+    client = client_for(recorded)
+    run_id = client.get("/api/runs", params={"state": "FAILED"}).json()["runs"][0]["run_id"]
+    answer = client.get(path.format(run=run_id))
+    assert answer.status_code == 404
+    assert answer.json()["detail"]
+
+
+def test_a_live_log_is_followed_until_the_attempt_ends(project: Project):
+    project.write_tasks(
+        [bash("slow", "echo first; while [ ! -e go ]; do sleep 0.05; done; echo second")]
+    )
+    bg = project.start("run")
+    wait_for(
+        lambda: project.db_when_ready("SELECT 1 FROM mf_attempts WHERE state = 'RUNNING'"),
+        what="the attempt recorded",
+    )
+    run_id = project.last_run_id()
+    client = client_for(project)
+    texts = []
+    with client.stream("GET", f"/api/runs/{run_id}/tasks/slow/attempts/1/log/follow") as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for event, data in _events(answer.iter_lines()):
+            if event == "log":
+                texts.append(data["text"])
+                if "first" in "".join(texts):
+                    (project.root / "go").touch()
+            elif event == "end":
+                assert data == {"state": "SUCCESS"}
+                break
+    assert "".join(texts) == "first\nsecond\n"
+    assert_exit(bg.wait(), 0)
+
+
+def test_run_events_follow_the_states_until_the_end(project: Project):
+    project.write_tasks(
+        [bash("gate", "while [ ! -e go ]; do sleep 0.05; done"), bash("next", "true", "gate")]
+    )
+    bg = project.start("run")
+    wait_for(lambda: project.db_when_ready("SELECT 1 FROM mf_runs"), what="the run recorded")
+    run_id = project.last_run_id()
+    seen = []
+    with client_for(project).stream("GET", f"/api/runs/{run_id}/events") as answer:
+        for event, data in _events(answer.iter_lines()):
+            if event == "run":
+                seen.append({t["task_id"]: t["state"] for t in data["tasks"]})
+                (project.root / "go").touch()
+            elif event == "end":
+                assert data == {"state": "SUCCESS"}
+                break
+    assert seen[0]["next"] == "PENDING" and seen[-1] == {"gate": "SUCCESS", "next": "SUCCESS"}
+    assert_exit(bg.wait(), 0)
+
+
+def test_actions_need_a_token_and_the_right_one(recorded: Project):
+    run_id = client_for(recorded).get("/api/runs").json()["runs"][-1]["run_id"]
+    read_only = client_for(recorded).post(f"/api/runs/{run_id}/resume")
+    assert read_only.status_code == 403 and "read-only" in read_only.json()["detail"]
+    client = client_for(recorded, TOKEN)
+    assert client.get("/api/health").json()["actions"] is True
+    for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        answer = client.post(f"/api/runs/{run_id}/resume", headers=header)
+        assert answer.status_code == 401, header
+
+
+def test_cancel_resume_and_retry_with_the_token(project: Project):
+    project.write_tasks(
+        [
+            bash("first", "echo once >> first.count"),
+            bash("gate", "test -e fixed", "first"),
+            bash("long", "touch started; sleep 30", "gate"),
+        ]
+    )
+    assert_exit(project.mflow("run"), 1)
+    failed = project.last_run_id()
+    client = client_for(project, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    refused = client.post(f"/api/runs/{failed}/cancel", headers=auth)
+    assert refused.status_code == 409 and "not RUNNING" in refused.json()["detail"]
+
+    retried = client.post(f"/api/runs/{failed}/tasks/gate/retry", headers=auth)
+    assert retried.status_code == 200, retried.text
+    retry_run = retried.json()["run_id"]
+    wait_for(
+        lambda: client.get(f"/api/runs/{retry_run}").json()["state"] == "FAILED",
+        what="the retry to fail again",
+    )
+    assert [t["task_id"] for t in client.get(f"/api/runs/{retry_run}").json()["tasks"]] == [
+        "gate"
+    ]
+
+    (project.root / "fixed").touch()
+    resumed = client.post(f"/api/runs/{failed}/resume", headers=auth)
+    assert resumed.status_code == 200, resumed.text
+    new_run = resumed.json()["run_id"]
+    wait_for(lambda: (project.root / "started").exists(), what="the resumed run's last task")
+    run = client.get(f"/api/runs/{new_run}").json()
+    assert run["resumed_from"] == failed and run["state"] == "RUNNING"
+    assert (project.root / "first.count").read_text() == "once\n"
+
+    cancelled = client.post(f"/api/runs/{new_run}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+    wait_for(
+        lambda: client.get(f"/api/runs/{new_run}").json()["state"] == "CANCELLED",
+        what="the run to be cancelled",
+    )
+    assert {t["task_id"]: t["state"] for t in client.get(f"/api/runs/{new_run}").json()["tasks"]}[
+        "long"
+    ] == "CANCELLED"
+
+
+def test_datasource_passwords_never_leave_the_api(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+):
+    secret = "s3cret-Passw0rd-xyz"
+    (project.root / "oracle.json").write_text(
+        json.dumps(
+            {"connections": [{"name": "dw", "url": f"postgresql://etl:{secret}@127.0.0.1/dw"}]}
+        )
+    )
+    project.write_tasks([bash("leaky", f"echo connecting with {secret}; exit 1")])
+    assert_exit(project.mflow("run"), 1)
+    monkeypatch.chdir(project.root)  # the server finds ./oracle.json as mflow does
+    client = client_for(project)
+    run_id = project.last_run_id()
+    answers = [
+        client.get(path)
+        for path in (
+            "/api/health",
+            "/api/runs",
+            f"/api/runs/{run_id}",
+            f"/api/runs/{run_id}/tasks/leaky/attempts/1/log",
+            f"/api/runs/{run_id}/tasks/leaky/attempts/1/log?tail=5",
+        )
+    ]
+    assert all(answer.status_code == 200 for answer in answers)
+    assert "connecting with ***" in answers[3].text
+    for answer in answers:
+        assert secret not in answer.text
+
+
+def test_the_openapi_document_describes_every_endpoint(recorded: Project):
+    schema = client_for(recorded).get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {
+        "/api/health",
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/dag",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/tasks/{task_id}/attempts",
+        "/api/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log",
+        "/api/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log/follow",
+        "/api/runs/{run_id}/cancel",
+        "/api/runs/{run_id}/resume",
+        "/api/runs/{run_id}/tasks/{task_id}/retry",
+    } <= paths
+
+
+def test_serve_refuses_a_taken_port_and_a_short_token(project: Project, tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = project.mflow("serve", "--port", str(port), timeout=30)
+    assert_exit(result, 3)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    result = project.mflow("serve", env={"MFLOW_API_TOKEN": "short"}, timeout=30)
+    assert_exit(result, 2)
+    assert "at least 16 characters" in result.stderr
