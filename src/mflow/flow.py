@@ -46,6 +46,7 @@ class _Checker:
 
     def __init__(self, doc: Document, raw_tasks: list[Any]):
         self.doc = doc
+        self.folder = doc.path.resolve().parent  # where the task file's relative paths start
         self.raw_tasks = raw_tasks
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
@@ -222,7 +223,7 @@ def _check_task(
     check.problems += found
     check.warnings += notes
     if spec is not None:
-        for key, message in task_type.check(spec, check.doc.path.resolve().parent):
+        for key, message in task_type.check(spec, check.folder):
             check.add(index, key, task_id=task_id, key=key, message=message)
     return spec
 

@@ -7,6 +7,7 @@ are warnings with a "did you mean" hint, so files written for the original still
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,12 @@ def suggest(word: str, choices: Any) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+@functools.cache
+def _spelt_as_written(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(known_keys(model).values())
+
+
+@functools.cache  # per model class: a flow has thousands of tasks of a few types
 def known_keys(model: type[BaseModel]) -> dict[str, str]:
     """Lower-cased spelling -> the key as the file should write it."""
     keys = {}
@@ -45,10 +52,13 @@ def check_model(
 ) -> tuple[M | None, list[Problem], list[Problem]]:
     """Return (instance or None, problems, warnings) for `raw` found at `where` in `doc`."""
     keys = known_keys(model)
-    data: dict[str, Any] = {}
-    spelt: dict[str, str] = {}  # canonical key -> how the file wrote it
     problems: list[Problem] = []
     warnings: list[Problem] = []
+    if _spelt_as_written(model).issuperset(raw):
+        # the common case, every key spelt as the model writes it: nothing to rename
+        return _validated(doc, model, raw, where, task_id, hide_input, problems, warnings)
+    data: dict[str, Any] = {}
+    spelt: dict[str, str] = {}  # canonical key -> how the file wrote it
     for key, value in raw.items():
         canonical = keys.get(str(key).lower())
         if canonical in spelt:  # "command" and "Command": which one was meant is a guess
@@ -75,6 +85,19 @@ def check_model(
             continue
         data[canonical] = value
         spelt[canonical] = str(key)
+    return _validated(doc, model, data, where, task_id, hide_input, problems, warnings)
+
+
+def _validated(
+    doc: Document,
+    model: type[M],
+    data: dict[str, Any],
+    where: tuple[str | int, ...],
+    task_id: str | None,
+    hide_input: bool,
+    problems: list[Problem],
+    warnings: list[Problem],
+) -> tuple[M | None, list[Problem], list[Problem]]:
     try:
         # strict: "3" is not a number, true is not 1 (the original's Go parser agreed)
         instance = model.model_validate(data, strict=True)
@@ -106,6 +129,11 @@ def key_in_any_case(data: Any, name: str) -> str | None:
 def lower_case_keys(raw: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     """`raw` with the keys that are `names` in another case spelt in lower case (the file's
     own lower-case spelling wins; a clash is reported by check_model)."""
+    try:
+        if all(map(str.islower, raw)):
+            return raw  # the common case: nothing to rename
+    except TypeError:
+        pass  # a key that is not a string (YAML allows them): looked at one by one
     renamed = {}
     for key, value in raw.items():
         lowered = str(key).lower()
