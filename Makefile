@@ -25,9 +25,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-## mflow against make -j2 on five standard workloads (not a test: prints ratios)
+## the benchmark suite (~25 min on 2 cores): mflow against make -j2, xargs -P2, doit, Luigi,
+## Snakemake and Prefect (installed into bench/.peers-venv*, not into the project), up to
+## 100,000 tasks; prints the table and target checks (informational), writes
+## bench/results.json, bench/results.md and docs/bench-overhead.png
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+## the short version (a few minutes): 3 runs, no 100k workloads, no Luigi/Snakemake/Prefect,
+## results in bench/results-quick.json only
+.PHONY: bench-quick
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
+
 clean:
 	rm -rf $(VENV) examples/logs examples/out test-output
+
+## the API and web page at scale: GET /api/runs on 10,000 runs, a 2,000-task run page in chromium
+.PHONY: bench-web
+bench-web: $(STAMP)
+	$(BIN)/python bench/web_bench.py

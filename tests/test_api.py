@@ -357,3 +357,14 @@ def test_serve_refuses_a_taken_port_and_a_short_token(project: Project, tmp_path
     result = project.mflow("serve", env={"MFLOW_API_TOKEN": "short"}, timeout=30)
     assert_exit(result, 2)
     assert "at least 16 characters" in result.stderr
+
+
+def test_a_task_id_with_a_slash_is_reachable(project: Project):
+    project.write_tasks([bash("load/orders", "echo slashed")])
+    assert_exit(project.mflow("run"), 0)
+    client = client_for(project)
+    run_id = project.last_run_id()
+    attempts = client.get(f"/api/runs/{run_id}/tasks/load%2Forders/attempts")
+    assert attempts.status_code == 200 and attempts.json()[0]["state"] == "SUCCESS"
+    log = client.get(f"/api/runs/{run_id}/tasks/load/orders/attempts/1/log")
+    assert log.text == "slashed\n"

@@ -71,8 +71,10 @@ class Actions:
         if run["state"] == RunState.RUNNING:
             raise Refused(f"run {run_id} is still RUNNING")
         if task["state"] not in RETRYABLE:
-            raise Refused(f"task '{task['task_id']}' is {task['state']}; only a task that did "
-                          "not succeed can be retried")
+            raise Refused(
+                f"task '{task['task_id']}' is {task['state']}; only a task that did "
+                "not succeed can be retried"
+            )
         if run.get("parent_run_id") is not None:
             raise Refused(
                 f"run {run_id} is a nested flow's: resume its parent run {run['parent_run_id']}"
@@ -116,9 +118,13 @@ class Actions:
                         return found
                     errors.seek(0)
                     text = errors.read().decode("utf-8", "replace").strip()
-                    raise Refused(text.removeprefix("Error: ") or f"mflow exited {process.returncode}")
+                    raise Refused(
+                        text.removeprefix("Error: ") or f"mflow exited {process.returncode}"
+                    )
                 time.sleep(0.05)
-        raise Refused(f"mflow {' '.join(args[:2])} did not record a run within {START_TIMEOUT_S:g} s")
+        raise Refused(
+            f"mflow {' '.join(args[:2])} did not record a run within {START_TIMEOUT_S:g} s"
+        )
 
     def _latest_run_id(self) -> int:
         runs = self.store.list_runs(1)

@@ -5,9 +5,7 @@ Read-only unless a token is set (config.json `api_token` or MFLOW_API_TOKEN): th
 retry and resume answer to `Authorization: Bearer <token>`, and to nothing else.
 """
 
-
 import asyncio
-import json
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -136,7 +134,9 @@ def create_app(
     def known_run(run_id: RunIdPath) -> int:
         return reads.run(_id(run_id))["run_id"]
 
-    def known_attempt(run_id: RunIdPath, task_id: str, attempt: AttemptPath) -> tuple[str, str | None]:
+    def known_attempt(
+        run_id: RunIdPath, task_id: str, attempt: AttemptPath
+    ) -> tuple[str, str | None]:
         return reads.attempt_state(_id(run_id), task_id, _id(attempt))
 
     @app.get(
@@ -152,18 +152,20 @@ def create_app(
         changes, then `end` once it is over."""
         last = None
         while not await request.is_disconnected():
-            data = await asyncio.to_thread(reads.run, run_id)
-            text = json.dumps(data, sort_keys=True)
-            if text != last:
-                last = text
+            # A few aggregates tell whether anything changed; the whole run (which costs
+            # tens of milliseconds at thousands of tasks) is read only when something did.
+            signature = await asyncio.to_thread(reads.store.run_signature, run_id)
+            if signature != last:
+                last = signature
+                data = await asyncio.to_thread(reads.run, run_id)
                 yield ServerSentEvent(data=data, event="run")
-            if data["state"] != "RUNNING":
-                yield ServerSentEvent(data={"state": data["state"]}, event="end")
+            if signature[0] != "RUNNING":
+                yield ServerSentEvent(data={"state": signature[0]}, event="end")
                 return
             await asyncio.sleep(WATCH_POLL_S)
 
     @app.get(
-        "/api/runs/{run_id}/tasks/{task_id}/attempts",
+        "/api/runs/{run_id}/tasks/{task_id:path}/attempts",
         response_model=list[models.Attempt],
         tags=["tasks"],
     )
@@ -171,7 +173,7 @@ def create_app(
         return reads.attempts(_id(run_id), task_id)
 
     @app.get(
-        "/api/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log",
+        "/api/runs/{run_id}/tasks/{task_id:path}/attempts/{attempt}/log",
         response_class=Response,
         tags=["logs"],
         responses={
@@ -189,7 +191,9 @@ def create_app(
         """An attempt's log: all of it (up to 4 MiB), a byte range (`offset`, `length`), or
         the last `tail` lines (then offset and length are not used). Headers: X-Log-Offset (where the bytes start), X-Log-Size (the
         file's size), X-Attempt-State."""
-        chunk = reads.log(_id(run_id), task_id, _id(attempt), offset=offset, length=length, tail=tail)
+        chunk = reads.log(
+            _id(run_id), task_id, _id(attempt), offset=offset, length=length, tail=tail
+        )
         return Response(
             reads.mask(chunk.data.decode("utf-8", "replace")),
             media_type="text/plain; charset=utf-8",
@@ -201,7 +205,7 @@ def create_app(
         )
 
     @app.get(
-        "/api/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log/follow",
+        "/api/runs/{run_id}/tasks/{task_id:path}/attempts/{attempt}/log/follow",
         response_class=EventSourceResponse,
         tags=["logs"],
         responses=STREAM_ERRORS,
@@ -214,22 +218,27 @@ def create_app(
         request: Request,
         offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> AsyncIterator[ServerSentEvent]:
-        """Server-sent events: `log` events `{"offset", "text"}` as the log grows (from
-        `offset`), then `end` `{"state"}` once the attempt is over and all is sent."""
+        """Server-sent events: `log` events `{"offset", "next_offset", "text"}` as the log
+        grows (from byte `offset`; `next_offset` is where to resume after a reconnect), then
+        `end` `{"state"}` once the attempt is over and all is sent."""
         state, path = first
         position = offset
         while not await request.is_disconnected():
             chunk = await asyncio.to_thread(read_log, path, state, position, None, None)
             if chunk.data:
                 text = reads.mask(chunk.data.decode("utf-8", "replace"))
-                yield ServerSentEvent(data={"offset": chunk.offset, "text": text}, event="log")
                 position = chunk.offset + len(chunk.data)
+                yield ServerSentEvent(
+                    data={"offset": chunk.offset, "next_offset": position, "text": text},
+                    event="log",
+                )
                 continue
             if attempt_over(state):
                 yield ServerSentEvent(data={"state": state}, event="end")
                 return
             await asyncio.sleep(FOLLOW_POLL_S)
             state, path = await asyncio.to_thread(reads.attempt_state, run_id, task_id, attempt)
+            # (run_id and attempt were checked by known_attempt before the stream began)
 
     # -- actions --------------------------------------------------------------------------
     @app.post(
@@ -258,7 +267,7 @@ def create_app(
         return {"run_id": new, "message": message}
 
     @app.post(
-        "/api/runs/{run_id}/tasks/{task_id}/retry",
+        "/api/runs/{run_id}/tasks/{task_id:path}/retry",
         response_model=models.ActionDone,
         tags=["actions"],
         responses=ACTION_ERRORS,
@@ -290,7 +299,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     @app.get("/runs/{run_id}", include_in_schema=False)
-    def page(run_id: RunIdPath | None = None) -> FileResponse:
+    def page(run_id: str | None = None) -> FileResponse:  # the page says if there is no such run
         return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app

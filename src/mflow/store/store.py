@@ -300,6 +300,29 @@ class StateStore:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     @_reporting_db_errors
+    def run_signature(self, run_id: int) -> tuple[Any, ...]:
+        """Changes whenever the run, one of its tasks or attempts changes: the run's state
+        and heartbeat-free columns, and aggregates of its tasks and attempts."""
+        with self.engine.connect() as conn:
+            run = conn.execute(
+                select(t.runs.c.state, t.runs.c.ended_at).where(t.runs.c.run_id == run_id)
+            ).first()
+            tasks = conn.execute(
+                select(func.max(t.tasks.c.updated_at), func.sum(t.tasks.c.attempts)).where(
+                    t.tasks.c.run_id == run_id
+                )
+            ).first()
+            attempts = conn.execute(
+                select(
+                    func.count(), func.max(t.attempts.c.ended_at), func.count(t.attempts.c.pid)
+                ).where(t.attempts.c.run_id == run_id)
+            ).first()
+            children = conn.execute(
+                select(func.count()).where(t.runs.c.parent_run_id == run_id)
+            ).scalar()
+        return (*(run or (None, None)), *(tasks or ()), *(attempts or ()), children)
+
+    @_reporting_db_errors
     def child_runs(self, run_id: int) -> list[dict[str, Any]]:
         """The nested flows' runs started by tasks of this run, oldest first."""
         query = select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.run_id)
