@@ -198,10 +198,23 @@ def test_validate_checks_nested_flows_and_refuses_a_flow_that_starts_itself(proj
     assert project.nothing_recorded()
 
 
-def test_a_nested_flow_uses_its_own_config_when_given(project: Project):
-    project.write_config(name="child-config.json", env={"GREETING": "from the child config"})
+def test_a_nested_flow_uses_its_own_config_but_records_in_the_parents_database(
+    project: Project,
+):
+    project.write_config(
+        name="child-config.json",
+        env={"GREETING": "from the child config"},
+        log_directory="./childlogs/",  # its own state database would be childlogs/mflow.db
+    )
     project.write_tasks([bash("say", "echo $GREETING")], name="child.json")
     project.write_tasks([nested("child", "child.json", config="child-config.json")])
     project.run_ok()
-    child = max(_runs(project))
-    assert project.task_log(child, "say").read_text() == "from the child config\n"
+    runs = _runs(project)
+    parent, child = sorted(runs)
+    assert runs[child]["parent_run_id"] == parent
+    assert project.task_states(child) == {"say": "SUCCESS"}
+    log = project.root / "childlogs" / f"master_{child}_task_say.log"
+    assert log.read_text() == "from the child config\n"
+    assert not (project.root / "childlogs" / "mflow.db").exists()
+    tree = project.status(parent)["tasks"][0]["nested_runs"]
+    assert [run["run_id"] for run in tree] == [child]

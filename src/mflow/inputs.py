@@ -71,7 +71,7 @@ def load_inputs(
     `backend`: record there, whatever config.json says (a nested flow uses its parent's)."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    settings = sources = backend = None
+    settings = sources = None
     try:
         settings = load_settings(config, required=config_required)
     except InvalidFilesError as exc:
