@@ -271,6 +271,14 @@ def test_post_json_with_variables_in_url_header_and_body(project: Project, serve
     assert '{"id": 42}' in log_text(project, "create")
 
 
+def test_a_header_value_beyond_ascii_is_sent_as_utf8(project: Project, server: _Server) -> None:
+    result = run(project, [http("accents", server.url("/hello"), headers={"X-Name": "ñandú 日本"})])
+    assert_exit(result, 0)
+    [seen] = server.seen
+    assert seen.headers["x-name"].encode("latin-1").decode("utf-8") == "ñandú 日本"
+    assert "X-Name: ñandú 日本" in log_text(project, "accents")
+
+
 def test_body_is_sent_as_written(project: Project, server: _Server) -> None:
     task = http(
         "put",

@@ -407,7 +407,7 @@ class _Log:
 class _Prepared:
     method: str
     url: str
-    headers: dict[str, str]
+    headers: dict[str, str | bytes]
     content: bytes | None
 
 
@@ -445,7 +445,7 @@ def _prepare(task: HttpSpec, env: Mapping[str, str], secrets: _Secrets) -> _Prep
                 problem = "must be an http:// or https:// URL with a host name"
     if problem:
         raise _Unusable(f"url {display_url(url)!r} after expanding variables: {problem}")
-    headers = {}
+    headers: dict[str, str | bytes] = {}
     for name, template in task.headers.items():
         value = _expanded(template, env, f"header {name}")
         if any(c in value for c in "\r\n\0"):
@@ -458,7 +458,8 @@ def _prepare(task: HttpSpec, env: Mapping[str, str], secrets: _Secrets) -> _Prep
             if name.lower() == "cookie":
                 for pair in value.split(";"):
                     secrets.add(pair.partition("=")[2].strip())
-        headers[name] = value
+        # HTTP headers are bytes: a value beyond ASCII goes as UTF-8 (httpx would refuse it)
+        headers[name] = value if value.isascii() else value.encode("utf-8")
     content = None
     if task.body is not None:
         content = _expanded(task.body, env, "body").encode("utf-8")
