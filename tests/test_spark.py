@@ -98,9 +98,7 @@ def test_a_cancel_stops_spark_submit_and_its_driver(project: Project):
     token = f"out-{os.getpid()}-{time.monotonic_ns()}.txt"  # in the argv of the JVM and driver
     project.write_tasks([spark_task("stuck", parameters=[token, "sleep"], env=env)])
     bg = project.start("run")
-    wait_for(
-        lambda: (project.root / f"{token}.started").exists(), timeout=120, what="the driver"
-    )
+    wait_for(lambda: (project.root / f"{token}.started").exists(), timeout=120, what="the driver")
     assert pids_with_arg(token)
     os.kill(bg.pid, signal.SIGTERM)  # as a Ctrl-C; a timeout takes the same path
     result = bg.wait(60)
@@ -274,4 +272,51 @@ def test_bad_spark_keys_are_reported_with_their_place(project: Project):
     assert "key 'executor-memory'" in found[5] and "such as 512m or 4g" in found[5]
     assert "no application at" in found[6]
     assert "key 'ingestor-file': required key is missing" in found[7]
-    assert "key 'executor-cores'" in found[8] and "at least 1" in found[8]
+    assert "key 'executor-cores'" in found[8] and "from 1 to 100,000 (got '0')" in found[8]
+
+
+def test_odd_values_in_confs_and_parameters_are_refused_not_passed_on(project: Project):
+    def spark(task_id: str, **keys: object) -> dict[str, object]:
+        return {"id": task_id, "type": "spark", "master": "yarn", "ingestor-file": "/a.py", **keys}
+
+    project.write_tasks(
+        [
+            spark("a", confs={"spark.x": None}),
+            spark("b", confs=[{"key": "", "value": "v"}]),
+            spark("c", parameters=["ok", {"parameter": {"a": 1}}]),
+            spark("d", **{"num-executors": 1.5}),
+            spark("e", **{"class": "--verbose"}),
+        ]
+    )
+    result = project.mflow("validate")
+    assert_exit(result, 2)
+    found = {p.line: p.text for p in problems(result.stderr)}
+    assert found[3].endswith("conf spark.x must be text, a number or true/false (got None)")
+    assert "a key is a name such as spark.driver.memory" in found[4]
+    assert "parameter #2 must be text, a number or true/false" in found[5]
+    assert found[6].endswith(
+        "key 'num-executors': must be a whole number from 1 to 100,000 (got 1.5)"
+    )
+    assert "not starting with '-'" in found[7]
+    assert len(found) == 5  # one problem each, however many types a key accepts
+
+
+def test_values_become_arguments_as_spark_writes_them():
+    spec = SparkSpec.model_validate(
+        {
+            "id": "x",
+            "type": "spark",
+            "master": "yarn",
+            "ingestor-file": "/a.py",
+            "jars": "a.jar, b.jar",
+            "parameters": [1, 2.5, "x", {"Parameter": False}],
+            "confs": {"spark.a": 1, "spark.b": True},
+        },
+        strict=True,
+    )
+    argv = SparkType(TypeSetup(None, NO_DATASOURCES)).argv(spec, {}, Path("/flows"))
+    assert argv[1:] == [
+        "--master", "yarn", "--jars", "a.jar,b.jar",
+        "--conf", "spark.a=1", "--conf", "spark.b=true",
+        "/a.py", "1", "2.5", "x", "false",
+    ]  # fmt: skip

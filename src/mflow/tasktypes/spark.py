@@ -6,6 +6,7 @@ leave it running on the cluster)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -38,18 +39,40 @@ _VALUE_OPTIONS = {
 _LIST_OPTIONS = {"jars": "jars", "py-files": "py_files", "files": "files"}  # comma-joined
 
 
-def _count(value: str | int) -> str:
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"must be a whole number of at least 1 (got {value!r})")
+MAX_COUNT = 100_000  # cores or executors: more is surely a typo
+
+
+def _count(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, int | str) and value is not True else ""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COUNT:
+        raise ValueError(f"must be a whole number from 1 to {MAX_COUNT:,} (got {value!r:.40})")
     return text
 
 
-def _memory(value: str | int) -> str:
-    text = str(value).strip()
+def _memory(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, int | str) and value is not True else ""
     if not _MEMORY.fullmatch(text):
-        raise ValueError(f"must be an amount of memory such as 512m or 4g (got {value!r})")
+        raise ValueError(f"must be an amount of memory such as 512m or 4g (got {value!r:.40})")
     return text
+
+
+def _scalar(value: Any, what: str) -> str:
+    """A value as spark-submit should see it: text, a number, or true/false (in lower case,
+    as Spark writes them). Anything else (null, a list, NaN) is a mistake in the file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    raise ValueError(f"{what} must be text, a number or true/false (got {value!r:.40})")
+
+
+def _in_any_case(item: dict[str, Any], key: str) -> Any:
+    found = [value for name, value in item.items() if str(name).lower() == key]
+    return found[0] if len(found) == 1 else None
 
 
 class SparkSpec(TaskSpec):
@@ -57,30 +80,43 @@ class SparkSpec(TaskSpec):
     deploy_mode: str | None = Field(
         default=None, alias="deploy-mode", description="--deploy-mode: client or cluster"
     )
-    name: str | None = None
-    class_: str | None = Field(default=None, alias="class")
-    queue: str | None = None
-    driver_memory: str | int | None = Field(default=None, alias="driver-memory")
-    driver_cores: str | int | None = Field(default=None, alias="driver-cores")
-    executor_memory: str | int | None = Field(default=None, alias="executor-memory")
-    executor_cores: str | int | None = Field(default=None, alias="executor-cores")
-    num_executors: str | int | None = Field(default=None, alias="num-executors")
-    total_executor_cores: str | int | None = Field(default=None, alias="total-executor-cores")
-    jars: list[str] | str | None = Field(default=None, description="--jars (a list)")
-    py_files: list[str] | str | None = Field(default=None, alias="py-files")
-    files: list[str] | str | None = None
+    name: str | None = Field(default=None, description="--name")
+    class_: str | None = Field(default=None, alias="class", description="--class (a jar's main)")
+    queue: str | None = Field(default=None, description="--queue (YARN)")
+    # numbers may be written as strings, as the original's files do ("executor-cores": "5")
+    driver_memory: str | None = Field(
+        default=None, alias="driver-memory", description="--driver-memory"
+    )
+    driver_cores: str | None = Field(
+        default=None, alias="driver-cores", description="--driver-cores"
+    )
+    executor_memory: str | None = Field(
+        default=None, alias="executor-memory", description="--executor-memory"
+    )
+    executor_cores: str | None = Field(
+        default=None, alias="executor-cores", description="--executor-cores"
+    )
+    num_executors: str | None = Field(
+        default=None, alias="num-executors", description="--num-executors"
+    )
+    total_executor_cores: str | None = Field(
+        default=None, alias="total-executor-cores", description="--total-executor-cores"
+    )
+    jars: list[str] | None = Field(default=None, description="--jars (a list, or comma-separated)")
+    py_files: list[str] | None = Field(default=None, alias="py-files", description="--py-files")
+    files: list[str] | None = Field(default=None, description="--files")
     verbose: bool = Field(default=False, description="--verbose")
     supervise: bool = Field(default=False, description="--supervise")
     ingestor_file: str = Field(
         alias="ingestor-file", min_length=1, description="the application (.py or .jar)"
     )
-    # [{"parameter": "x"}] (the original's form) or plain values
-    parameters: list[dict[str, Any] | str | int | float] = Field(
-        default_factory=list, description="the application's arguments"
+    parameters: list[str] = Field(
+        default_factory=list,
+        description='the application\'s arguments: ["x", ...] or [{"parameter": "x"}, ...]',
     )
-    # [{"key": k, "value": v}] (the original's form) or {"k": v}
-    confs: list[dict[str, Any]] | dict[str, Any] = Field(
-        default_factory=list, description="--conf key=value, each"
+    confs: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description='--conf key=value: [{"key": "spark.x", "value": "v"}] or {"spark.x": "v"}',
     )
 
     @field_validator("master")
@@ -100,49 +136,82 @@ class SparkSpec(TaskSpec):
             raise ValueError(f"must be client or cluster (got {value!r})")
         return value
 
-    @field_validator("driver_memory", "executor_memory")
+    @field_validator("name", "class_", "queue")
     @classmethod
-    def _memory(cls, value: str | int | None) -> str | None:
+    def _not_an_option(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value.startswith("-")):
+            raise ValueError(f"must be a non-empty name not starting with '-' (got {value!r})")
+        return value
+
+    @field_validator("driver_memory", "executor_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> str | None:
         return None if value is None else _memory(value)
 
-    @field_validator("driver_cores", "executor_cores", "num_executors", "total_executor_cores")
+    @field_validator(
+        "driver_cores", "executor_cores", "num_executors", "total_executor_cores", mode="before"
+    )
     @classmethod
-    def _count(cls, value: str | int | None) -> str | None:
+    def _count(cls, value: Any) -> str | None:
         return None if value is None else _count(value)
 
-    @field_validator("parameters")
+    @field_validator("jars", "py_files", "files", mode="before")
     @classmethod
-    def _parameters(cls, values: list[Any]) -> list[Any]:
-        for value in values:
-            if isinstance(value, dict) and set(value) != {"parameter"}:
-                raise ValueError('each parameter is a value, or {"parameter": value}')
-        return values
+    def _paths(cls, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(
+                f"must be a list of paths, or one comma-separated string (got {value!r:.40})"
+            )
+        return value
 
-    @field_validator("confs")
+    @field_validator("parameters", mode="before")
     @classmethod
-    def _confs(cls, confs: list[dict[str, Any]] | dict[str, Any]) -> Any:
-        for conf in confs if isinstance(confs, list) else ():
-            if set(conf) != {"key", "value"} or not isinstance(conf["key"], str):
-                raise ValueError('each conf is {"key": "spark.x.y", "value": ...}')
-        return confs
+    def _parameters(cls, values: Any) -> list[str]:
+        if not isinstance(values, list):
+            raise ValueError(f"must be a list (got {values!r:.40})")
+        found = []
+        for number, value in enumerate(values, 1):
+            if isinstance(value, dict):
+                value = _in_any_case(value, "parameter") if len(value) == 1 else None
+                if value is None:
+                    raise ValueError(
+                        f'parameter #{number}: write a value, or {{"parameter": value}}'
+                    )
+            found.append(_scalar(value, f"parameter #{number}"))
+        return found
+
+    @field_validator("confs", mode="before")
+    @classmethod
+    def _confs(cls, confs: Any) -> list[tuple[str, str]]:
+        if isinstance(confs, dict):
+            pairs = list(confs.items())
+        elif isinstance(confs, list):
+            pairs = []
+            for number, conf in enumerate(confs, 1):
+                key = _in_any_case(conf, "key") if isinstance(conf, dict) else None
+                if not isinstance(conf, dict) or len(conf) != 2 or key is None:
+                    raise ValueError(f'conf #{number}: write {{"key": "spark.x.y", "value": ...}}')
+                pairs.append((key, _in_any_case(conf, "value")))
+        else:
+            raise ValueError(
+                f"must be a list of key/value objects, or an object (got {confs!r:.40})"
+            )
+        found = []
+        for key, value in pairs:
+            if not isinstance(key, str) or not key.strip() or "=" in key:
+                raise ValueError(f"conf {key!r}: a key is a name such as spark.driver.memory")
+            found.append((key, _scalar(value, f"conf {key}")))
+        return found
 
     def conf_pairs(self) -> list[tuple[str, str]]:
-        if isinstance(self.confs, dict):
-            return [(key, _text(value)) for key, value in self.confs.items()]
-        return [(conf["key"], _text(conf["value"])) for conf in self.confs]
+        return list(self.confs)
 
     def parameter_values(self) -> list[str]:
-        return [
-            _text(value["parameter"] if isinstance(value, dict) else value)
-            for value in self.parameters
-        ]
-
-
-def _text(value: Any) -> str:
-    """A value as spark-submit should see it: true/false in lower case, as Spark writes them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        return list(self.parameters)
 
 
 def _is_local(path: str) -> bool:
@@ -185,7 +254,7 @@ class SparkType(TaskType):
         for option, field in _LIST_OPTIONS.items():
             value = getattr(task, field)
             if value:
-                argv += [f"--{option}", value if isinstance(value, str) else ",".join(value)]
+                argv += [f"--{option}", ",".join(value)]
         if task.verbose:
             argv.append("--verbose")
         if task.supervise:
