@@ -86,6 +86,7 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(recorded: Project)
     assert newest["task_count"] == 1 and newest["task_states"] == {"SUCCESS": 1}
     failed = client.get("/api/runs", params={"state": "FAILED"}).json()
     assert [r["flow_path"].rsplit("/", 1)[1] for r in failed["runs"]] == ["nightly.json"]
+    assert failed["total"] == 1
     small = client.get("/api/runs", params={"flow": "small"}).json()
     assert small["total"] == 2
     second = client.get("/api/runs", params={"limit": 1, "offset": 1}).json()
@@ -368,3 +369,15 @@ def test_a_task_id_with_a_slash_is_reachable(project: Project):
     assert attempts.status_code == 200 and attempts.json()[0]["state"] == "SUCCESS"
     log = client.get(f"/api/runs/{run_id}/tasks/load/orders/attempts/1/log")
     assert log.text == "slashed\n"
+
+
+def test_a_server_started_before_any_run_creates_nothing_and_waits(project: Project):
+    client = client_for(project)
+    assert client.get("/api/health").json()["status"] == "no runs recorded yet"
+    assert client.get("/api/runs").json()["runs"] == []
+    assert client.get("/api/runs/1").status_code == 404
+    assert not project.log_dir.exists()  # not even the log folder
+    project.write_tasks([bash("first", "true")])
+    assert_exit(project.mflow("run"), 0)
+    assert client.get("/api/health").json()["status"] == "ok"
+    assert [r["state"] for r in client.get("/api/runs").json()["runs"]] == ["SUCCESS"]

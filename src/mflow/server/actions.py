@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mflow.liveness import same_process
+from mflow.server.reads import Reads
 from mflow.states import RunState, TaskState
 from mflow.store.rows import HOST
-from mflow.store.store import StateStore
 
 START_TIMEOUT_S = 30.0
 RETRYABLE = {
@@ -35,8 +35,8 @@ class Refused(Exception):
 
 
 class Actions:
-    def __init__(self, store: StateStore, config: Path | None, datasources: Path | None):
-        self.store = store
+    def __init__(self, reads: Reads, config: Path | None, datasources: Path | None):
+        self.reads = reads
         self.config = config  # the files the server was started with, passed on
         self.datasources = datasources
 
@@ -127,11 +127,11 @@ class Actions:
         )
 
     def _latest_run_id(self) -> int:
-        runs = self.store.list_runs(1)
+        runs = self.reads.store.list_runs(1)
         return runs[0]["run_id"] if runs else 0
 
     def _new_run(self, before: int, resumed_from: int | None, flow_path: str | None) -> int | None:
-        for run in self.store.list_runs(20):
+        for run in self.reads.store.list_runs(20):
             if run["run_id"] <= before:
                 break
             if resumed_from is not None and run["resumed_from"] == resumed_from:

@@ -32,12 +32,40 @@ class LogChunk:
     state: str  # the attempt's state (RUNNING: the log may still grow)
 
 
+class NoRunsYet(NotFound):
+    """The state database does not exist yet: no run was recorded where the server looks."""
+
+
 class Reads:
-    def __init__(self, store: StateStore, mask: Callable[[str], str] = lambda text: text):
-        self.store = store
+    def __init__(
+        self,
+        open_store: Callable[[], StateStore | None],
+        mask: Callable[[str], str] = lambda text: text,
+    ):
+        """`open_store`: the state store, or None while there is no database yet (the
+        server does not create one: it may have been started in the wrong folder)."""
+        self._open_store = open_store
+        self._store: StateStore | None = None
         self.mask = mask
         self._reaped_at = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._open_store()
+            if self._store is None:
+                raise NoRunsYet("no runs recorded yet")
+        return self._store
+
+    def runs_recorded(self) -> bool:
+        try:
+            self.store.count_runs()  # the database answers
+        except NoRunsYet:
+            return False
+        return True
 
     def _reap(self) -> None:
         """A run whose mflow was killed must not show RUNNING for ever."""
@@ -58,9 +86,13 @@ class Reads:
 
     # -- runs -----------------------------------------------------------------------------
     def runs(self, limit: int, offset: int, **filters: Any) -> dict[str, Any]:
-        self._reap()
-        rows = self.store.list_runs(limit, filters.pop("state", None), offset=offset, **filters)
-        total = self.store.count_runs(filters.pop("state", None), **filters)
+        state = filters.pop("state", None)
+        try:
+            self._reap()
+            rows = self.store.list_runs(limit, state, offset=offset, **filters)
+            total = self.store.count_runs(state, **filters)
+        except NoRunsYet:
+            rows, total = [], 0
         return {
             "runs": [self._masked(views.run_json(row)) for row in rows],
             "total": total,
