@@ -173,7 +173,8 @@ def execute(
         live = out.isatty()
     reporter = LiveReporter(run_id, len(task_ids)) if live else PlainReporter(run_id, out)
     resuming = f", resuming run {resumed_from}" if resumed_from is not None else ""
-    master.write(f"started: task file {flow.path}, {len(task_ids)} tasks{resuming}")
+    count = f"{len(task_ids)} task{'' if len(task_ids) == 1 else 's'}"
+    master.write(f"started: task file {flow.path}, {count}{resuming}")
     recorder = Recorder(store, run_id)
     reaper = ReaperLink()
     listener = Listeners([recorder, master, reporter])
@@ -194,7 +195,7 @@ def execute(
     # a chdir in each child (which would rule out posix_spawn, the fastest spawn).
     os.chdir(flow.folder)
     state = "" if inputs.backend.sqlite_path else f" (state in {inputs.backend.display})"
-    out.write(f"run {run_id}: {len(task_ids)} tasks from {flow.path}{resuming}{state}\n")
+    out.write(f"run {run_id}: {count} from {flow.path}{resuming}{state}\n")
     out.flush()
     received: list[int] = []
     bugs: list[str] = []

@@ -168,6 +168,7 @@ def status_text(data: dict[str, Any]) -> str:
     if data["message"]:
         lines.append(data["message"])
     width = max([len(t["task_id"]) for t in _all_tasks(data)] + [4]) + 4 * _depth(data)
+    width = max([width, *(len(f"  > run {r}") + 4 * _depth(data) for r in _nested_ids(data))])
     lines.append(
         f"{'TASK':<{width}}  {'STATE':<15} {'TRY':>5} {'EXIT':>4} {'TIME':>8}  MESSAGE / LOG"
     )
@@ -201,6 +202,13 @@ def _all_tasks(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield task
         for child in task.get("nested_runs", ()):
             yield from _all_tasks(child)
+
+
+def _nested_ids(data: dict[str, Any]) -> Iterator[int]:
+    for task in data["tasks"]:
+        for child in task.get("nested_runs", ()):
+            yield child["run_id"]
+            yield from _nested_ids(child)
 
 
 def _depth(data: dict[str, Any]) -> int:

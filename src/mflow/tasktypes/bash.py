@@ -51,7 +51,7 @@ class BashType(TaskType):
 
         assert isinstance(task, BashSpec)
         argv = direct_argv(task.command, ctx.env) or [_bash(), "-c", task.command]
-        return await run_process(argv, ctx)
+        return await run_process(argv, ctx, as_bash=True)
 
 
 @functools.cache

@@ -56,22 +56,24 @@ async def run_process(
     on_line: Callable[[str], None] | None = None,
     grace_s: float | None = None,
     header: str | None = None,
+    as_bash: bool = False,
 ) -> TaskResult:
     """Run `argv` as the attempt's process; its output goes to the attempt's log.
     `env`: instead of ctx.env. `on_line`: also see each line of output (it then passes
     through mflow rather than being spliced by the kernel). `grace_s`: instead of the
     configured kill_grace, between SIGTERM and SIGKILL when the task is stopped.
-    `header`: text to start the log with (the command line, say)."""
+    `header`: text to start the log with (the command line, say).
+    `as_bash`: say a missing program as bash would ("bash: line 1: x: command not found")."""
     env = ctx.env if env is None else env
     program = resolve_program(argv[0], env)
     if program is None:
-        return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError())
+        return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError(), as_bash)
     read_fd, write_fd = os.pipe()
     try:
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
         os.close(read_fd)
-        return _spawn_failure(ctx.log_path, argv[0], exc)
+        return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
     finally:
         os.close(write_fd)
     ctx.on_process(pid)
@@ -295,7 +297,7 @@ def result_of(returncode: int) -> TaskResult:
     return TaskResult(False, returncode, f"exit code {returncode}")
 
 
-def _spawn_failure(log_path: Path, program: str, exc: OSError) -> TaskResult:
+def _spawn_failure(log_path: Path, program: str, exc: OSError, as_bash: bool) -> TaskResult:
     """Say what bash would have said, with bash's exit codes (127 not found, 126 not runnable)."""
     if isinstance(exc, FileNotFoundError):
         code, reason = 127, ("No such file or directory" if "/" in program else "command not found")
@@ -304,7 +306,11 @@ def _spawn_failure(log_path: Path, program: str, exc: OSError) -> TaskResult:
     try:
         fd = create_log(log_path)
         with open(fd, "w", encoding="utf-8") as log:
-            log.write(f"bash: line 1: {program}: {reason}\n")
+            log.write(
+                f"bash: line 1: {program}: {reason}\n"
+                if as_bash
+                else f"cannot run {program}: {reason}\n"
+            )
     except OSError:
         pass  # the message below says it all
     return TaskResult(False, code, f"{program}: {reason}")
