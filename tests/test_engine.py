@@ -378,3 +378,11 @@ def test_each_run_is_a_new_row(project: Project) -> None:
     assert project.task_log(2, "a").read_text() == "again\n"
     runs = json.loads(project.mflow("runs", "--json").stdout)
     assert [r["state"] for r in runs] == ["SUCCESS", "SUCCESS"]
+
+
+def test_a_task_gets_default_signal_handling_not_pythons(project: Project):
+    # Python ignores SIGPIPE; a task must not inherit that, or a reader that stops early
+    # (`| head`) makes the writer fail with "Broken pipe" instead of ending quietly.
+    project.write_tasks([bash("pipe", "yes | head -1; echo ${PIPESTATUS[@]}")])
+    project.run_ok()
+    assert project.task_log(project.last_run_id(), "pipe").read_text() == "y\n141 0\n"

@@ -24,6 +24,7 @@ from mflow.liveness import signal_group
 from mflow.tasktypes.base import TaskContext, TaskResult, create_log
 
 _CHUNK = 1 << 20
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _DEVNULL: int | None = None
 _WHICH: dict[tuple[str, str], str] = {}
 
@@ -98,6 +99,9 @@ def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], ou
             list(argv),
             env,
             setpgroup=0,
+            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give the
+            # task the defaults (as subprocess does), or `yes | head -1` ends in "Broken pipe".
+            setsigdef=_DEFAULT_SIGNALS,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, _devnull(), 0),
                 (os.POSIX_SPAWN_DUP2, out_fd, 1),
