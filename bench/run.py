@@ -1,30 +1,37 @@
 #!/usr/bin/env python3
-"""Benchmark mflow against `make -j2` on synthetic DAGs (standard library only).
+"""Benchmark suite: mflow against make -j2, xargs -P2, doit, Luigi, Snakemake and Prefect.
 
-Workloads (every task runs `true`; concurrency limit 2 for both runners):
-  w0      1 task (start-up floor)        w1      1,000 independent tasks
-  w1_10k  10,000 independent tasks       w2      chain of 200 (t_i depends on t_{i-1})
-  w3      10 layers x 100; task i of layer k>0 depends on tasks i, i+1, i+2
-          (mod 100) of layer k-1
-  validate  `mflow validate` on w0 (mflow only)
+Workloads (every task runs `true`, except long_output; concurrency limit 2 everywhere):
+  w0            1 task (start-up cost)          w1      1,000 independent tasks
+  w1_10k        10,000 independent tasks         w2      chain of 200
+  w3            10 layers x 100, fan-in 3        long_output  1 task printing 200 MB
+  wide_100k     100,000 independent tasks
+  layered_100k  100 layers x 1,000; task i of layer k>0 depends on tasks i, i+1, i+2
+                (mod 1,000) of layer k-1
+  validate, validate_wide_100k, validate_layered_100k
+                `mflow validate` on the w0 / wide_100k / layered_100k task files
 
-For each workload this writes an mflow task file, a config.json and a Makefile, then runs
-make and mflow alternately (1 uncounted warm-up each, then N counted runs each). Each run
-is measured as a whole process: wall seconds (monotonic clock around spawn..reap), cpu
-seconds (user+sys from os.wait4, including waited-for descendants) and peak RSS in MiB
-(ru_maxrss: the largest single process among those). Output is discarded. mflow's log
-directory (and so its state DB, <log_directory>/mflow.db) is wiped before every run.
+Each run is one whole process, measured like the reference measure.py (wall, cpu of the
+process tree, ru_maxrss) plus the runner's own peak RSS (VmHWM of its process, sampled).
+Runners alternate (mflow, make, xargs, doit, luigi, snakemake, prefect, then again) after
+a warm-up round; a runner leaves the rotation after N counted runs or once its counted
+runs exceed the workload's time budget (at least one counted run). Slow peers are skipped
+where a run would take minutes to hours; every skip is recorded with its reason.
 
-  python3 bench/run.py                       # all workloads, 5 runs each
-  python3 bench/run.py --quick               # 1 run each, no w1_10k
-  python3 bench/run.py --only w1,w2 -n 9 --json /tmp/bench.json
-  python3 bench/run.py --mflow .venv/bin/mflow --out /tmp/bench-files
+  python3 bench/run.py                      # the full suite (about 25 minutes on 2 cores)
+  python3 bench/run.py --quick              # a few minutes: no 100k, no slow peers, n=3
+  python3 bench/run.py --only w1,w2 --runners mflow,make -n 9
 
-Target checks are printed as PASS/FAIL but are informational; the exit status is 1 only
-if some run exited non-zero (or timed out), 0 otherwise.
+Writes results as JSON (bench/results.json), a Markdown report (bench/results.md, also
+printed) and the chart docs/bench-overhead.png. Target checks are printed as PASS/FAIL and
+are informational: the exit status is 1 only if a run crashed (non-zero exit, wrong
+result, or mflow timed out), 0 otherwise.
 """
 
+from __future__ import annotations
+
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -36,211 +43,747 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 
-ALL = ["w0", "w1", "w1_10k", "w2", "w3", "validate"]
-CHAIN = 200
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import peers  # noqa: E402
+import workloads as W  # noqa: E402
 
-def wide(n):
-    return {f"t{i}": [] for i in range(n)}
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
-
-def chain(n):
-    return {f"t{i}": [f"t{i - 1}"] if i else [] for i in range(n)}
-
-
-def layered(layers=10, width=100):
-    return {
-        f"l{k}_{i}": [f"l{k - 1}_{(i + j) % width}" for j in range(3)] if k else []
-        for k in range(layers)
-        for i in range(width)
-    }
-
-
-DAGS = {
-    "w0": lambda: wide(1),
-    "w1": lambda: wide(1000),
-    "w1_10k": lambda: wide(10000),
-    "w2": lambda: chain(CHAIN),
-    "w3": layered,
+RUNNERS = ["mflow", "make", "xargs", "doit", "luigi", "snakemake", "prefect"]
+SLOW = ("luigi", "snakemake", "prefect")
+PEER_LABEL = {
+    "mflow": "mflow",
+    "make": "make -j2",
+    "xargs": "xargs -P2",
+    "doit": "doit",
+    "luigi": "Luigi",
+    "snakemake": "Snakemake",
+    "prefect": "Prefect",
 }
+VALIDATE = {
+    "validate": "w0",
+    "validate_wide_100k": "wide_100k",
+    "validate_layered_100k": "layered_100k",
+}
+ORDER = [
+    "w0",
+    "w1",
+    "w2",
+    "w3",
+    "long_output",
+    "validate",
+    "w1_10k",
+    "validate_wide_100k",
+    "validate_layered_100k",
+    "wide_100k",
+    "layered_100k",
+]
+QUICK = ["w0", "w1", "w2", "w3", "long_output", "validate", "w1_10k"]
+POLL_S = 0.05  # VmHWM sampling period
+BIG_BUDGET_S = 300  # a peer whose 10k run predicts more than this at 100k is skipped there
 
 
-def write_files(out, name, deps):
-    """Write <name>.json (mflow tasks), <name>.mk (Makefile) and <name>.config.json."""
-    # Written row by row: this process's peak RSS is the floor of every peak measured
-    # (see measure()), so it must not balloon while generating w1_10k.
-    taskfile, makefile = os.path.join(out, name + ".json"), os.path.join(out, name + ".mk")
-    with open(taskfile, "w") as f:
-        f.write('{"tasks": [')
-        for i, (t, d) in enumerate(deps.items()):
-            row = {"id": t, "type": "bash", "command": "true", "depends": d}
-            f.write(("," if i else "") + "\n" + json.dumps(row))
-        f.write("\n]}\n")
-    with open(makefile, "w") as f:
-        f.write(f".PHONY: all {' '.join(deps)}\nall: {' '.join(deps)}\n")
-        for t, d in deps.items():
-            f.write(f"{t}: {' '.join(d)}".rstrip() + "\n\t@true\n")
-    logdir = os.path.join(out, "logs", name)
-    config = os.path.join(out, name + ".config.json")
-    with open(config, "w") as f:
-        json.dump({"max_process_concurrency": 2, "log_directory": logdir}, f)
-    return taskfile, makefile, config, logdir
+@dataclass
+class Plan:
+    """How a workload is run: warm-up rounds, counted runs, budget and timeout per run."""
+
+    warmup: int
+    n: int
+    budget: float  # seconds of counted runs per runner, after which it leaves the rotation
+    timeout: float  # seconds before a run is killed
+    cap: dict = field(default_factory=dict)  # runner -> fewer counted runs than n
 
 
-def reset(logdir):
-    """Give mflow an empty log directory (and so an empty state DB)."""
-    shutil.rmtree(logdir, ignore_errors=True)
-    os.makedirs(logdir)
+def plan_for(name: str, args) -> Plan:
+    if name in ("wide_100k", "layered_100k"):
+        # mflow and make twice (the targets need them), the other peers once
+        n = min(args.n, 2)
+        return Plan(0, n, 1e9, min(args.timeout, 480), {"xargs": 1, "doit": 1})
+    if name == "w1_10k":
+        return Plan(args.warmup, args.n, 60 if not args.quick else 30, min(args.timeout, 240))
+    if name.startswith("validate_"):
+        return Plan(args.warmup, min(args.n, 3), 20, min(args.timeout, 60))
+    return Plan(args.warmup, args.n, 20, min(args.timeout, 120))
 
 
-def measure(argv, timeout):
-    """Run argv once; return (wall s, cpu s, peak MiB, exit code); -9 = killed (timeout).
+@dataclass
+class Job:
+    runner: str
+    argv: list[str]
+    prepare: object = None  # callable run before every run (wipe state)
+    check: object = None  # callable after a run that exited 0 -> error text or None
+    env: dict | None = None
+    stdin: str | None = None
+    cwd: str | None = None
 
-    Like measure.py. Caveat: Linux carries the spawning process's RSS high-water mark
-    across exec into the child's ru_maxrss, so no peak below this script's own peak RSS
-    can be seen; the summary prints that floor (the peak reported for `true`)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    timer = threading.Timer(timeout, os.killpg, (p.pid, signal.SIGKILL))
-    timer.start()
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    tree_mib: float  # ru_maxrss from wait4: largest process of the tree (has a floor)
+    own_mib: float  # VmHWM of the runner's own process, sampled every POLL_S
+    rc: int
+    own_cpu: float = 0.0  # user+sys of the runner's own process, sampled like own_mib
+    background: float | None = None  # cores busy with other processes meanwhile (approx.)
+    timed_out: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Ctx:
+    out: str
+    mflow: str
+    bins: dict  # "core"/"prefect" -> bin dir or None
+    failures: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- measuring
+def _vmhwm(pid: int) -> float:
     try:
-        _, status, ru = os.wait4(p.pid, 0)
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def _own_cpu(pid: int) -> float:
+    """user+sys CPU seconds of the process itself (not its children), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _HZ
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy (user, system, irq, steal) since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / _HZ
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def measure(job: Job, timeout: float, errfile: str) -> Run:
+    """Run the job once as a whole process; see the module docstring for what is measured.
+
+    ru_maxrss of the tree has a floor: on Linux a child inherits in ru_maxrss the
+    high-water mark of the process that spawned it, so no figure below this script's own
+    peak shows there. VmHWM of the runner's own process has no such floor and no children
+    mixed in; it is sampled every POLL_S seconds while the process lives (so growth in its
+    last POLL_S is missed, and a process shorter than POLL_S shows 0), and only until it
+    has exited, before it is reaped, so the pid cannot have been reused meanwhile.
+
+    background: the machine's busy CPU time during the run minus the run's own (process
+    tree) CPU time, per second of wall time: how many cores other processes took. Only
+    for runs of 0.5 s or more (the counters tick every 10 ms)."""
+    stdin = open(job.stdin, "rb") if job.stdin else subprocess.DEVNULL
+    env = dict(os.environ, **job.env) if job.env else None
+    killed = threading.Event()
+    busy0 = _busy()
+    t0 = time.monotonic()
+    with open(errfile, "wb") as err:
+        p = subprocess.Popen(
+            job.argv,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            env=env,
+            cwd=job.cwd,
+        )
+    if job.stdin:
+        stdin.close()
+
+    def kill():
+        killed.set()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    own = [0.0, 0.0]
+    exited = threading.Event()
+
+    def poll():
+        while not exited.wait(POLL_S):
+            own[0] = max(own[0], _vmhwm(p.pid))
+            own[1] = max(own[1], _own_cpu(p.pid))
+
+    timer = threading.Timer(timeout, kill)
+    poller = threading.Thread(target=poll, daemon=True)
+    timer.start()
+    poller.start()
+    try:
+        os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet
         wall = time.monotonic() - t0
+        busy = _busy() - busy0
+        exited.set()
+        poller.join()
+        _, status, ru = os.wait4(p.pid, 0)
     except BaseException:  # e.g. Ctrl-C: the child is in its own session, so kill it too
-        os.killpg(p.pid, signal.SIGKILL)
+        kill()
         p.wait()
         raise
     finally:
         timer.cancel()
+        exited.set()
     p.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap it again
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, p.returncode
+    try:  # whatever the runner left running in its group (a timed-out run's children)
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    run = Run(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, own[0], p.returncode)
+    run.own_cpu = own[1]
+    run.timed_out = killed.is_set()
+    if wall >= 0.5:
+        run.background = max(0.0, busy - run.cpu) / wall
+    if run.timed_out:
+        run.error = f"timed out after {timeout:.0f} s"
+    elif run.rc != 0:
+        run.error = f"exited {run.rc}" if run.rc > 0 else f"killed by signal {-run.rc}"
+    elif job.check:
+        run.error = job.check()
+    return run
 
 
-def run_series(jobs, n, warmup, timeout, failures, label):
-    """jobs: {runner: (prepare_fn or None, argv)}; run them alternately. -> {runner: [runs]}"""
-    runs = {r: [] for r in jobs}
-    for i in range(warmup + n):
-        for runner, (prepare, argv) in jobs.items():
-            if prepare:
-                prepare()
-            res = measure(argv, timeout)
-            if res[3] != 0:
-                what = "warm-up" if i < warmup else f"run {i - warmup + 1}/{n}"
-                how = f"exited {res[3]}" if res[3] > 0 else f"killed by signal {-res[3]}"
-                msg = f"!!! {runner} {label} {what} {how}: {' '.join(argv)}"
-                print(msg, file=sys.stderr, flush=True)
-                failures.append(msg)
-            if i >= warmup:
-                runs[runner].append(res)
-    return runs
+def _tail(path: str, n: int = 5) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4000))
+            lines = f.read().decode(errors="replace").splitlines()[-n:]
+    except OSError:
+        return ""
+    return "\n".join("      | " + line for line in lines)
 
 
-def summarize(runs):
-    walls = [r[0] for r in runs]
+def run_series(name: str, jobs: list[Job], plan: Plan, ctx: Ctx) -> dict:
+    """Run the jobs alternately -> {runner: {"runs": [...], "warmup": [...]}}."""
+    res = {j.runner: {"runs": [], "warmup": []} for j in jobs}
+    errfile = os.path.join(ctx.out, "scratch", "stderr.txt")
+    active = list(jobs)
+    rounds = 0
+    while active:
+        warm = rounds < plan.warmup
+        for job in list(active):
+            if job.prepare:
+                job.prepare()
+            r = measure(job, plan.timeout, errfile)
+            slot = res[job.runner]["warmup" if warm else "runs"]
+            slot.append(r)
+            if r.wall > 5 or r.error:
+                what = "warm-up" if warm else f"run {len(slot)}"
+                state = r.error or "ok"
+                if r.background is not None:
+                    state += f", background load {r.background:.2f} cores"
+                print(f"    {job.runner} {what}: {r.wall:.2f} s {state}", file=sys.stderr)
+            if r.error and not (r.timed_out and job.runner != "mflow"):
+                msg = f"{job.runner} {name}: {r.error}: {' '.join(job.argv)}"
+                tail = _tail(errfile)
+                print(f"!!! {msg}\n{tail}", file=sys.stderr, flush=True)
+                ctx.failures.append(msg)
+            done = len(res[job.runner]["runs"])
+            spent = sum(x.wall for x in res[job.runner]["runs"])
+            n = plan.cap.get(job.runner, plan.n)
+            if r.timed_out or (not warm and (done >= n or spent >= plan.budget)):
+                active.remove(job)
+        rounds += 1
+    return res
+
+
+def summarize(runs: list[Run]) -> dict:
+    walls = [r.wall for r in runs]
+    bg = [r.background for r in runs if r.background is not None]
     return {
+        "background_median": statistics.median(bg) if bg else None,
+        "background_max": max(bg) if bg else None,
         "wall_median": statistics.median(walls),
         "wall_min": min(walls),
         "wall_max": max(walls),
-        "cpu_median": statistics.median(r[1] for r in runs),
-        "peak_mib": max(r[2] for r in runs),
-        "failed_runs": sum(r[3] != 0 for r in runs),
-        "runs": [dict(zip(("wall", "cpu", "peak_mib", "rc"), r, strict=True)) for r in runs],
+        "cpu_median": statistics.median(r.cpu for r in runs),
+        "own_peak_mib": max(r.own_mib for r in runs),
+        "own_cpu_median": statistics.median(r.own_cpu for r in runs),
+        "tree_peak_mib": max(r.tree_mib for r in runs),
+        "n": len(runs),
+        "timed_out": any(r.timed_out for r in runs),
+        "failed_runs": sum(1 for r in runs if r.error and not r.timed_out),
+        "runs": [r.__dict__ for r in runs],
     }
 
 
-def bench(name, out, mflow, args, failures):
-    deps = DAGS["w0" if name == "validate" else name]()
-    taskfile, makefile, config, logdir = write_files(out, name, deps)
-    cmd = "validate" if name == "validate" else "run"
-    jobs = {
-        "make": (None, ["make", "-j2", "-f", makefile, "all"]),
-        "mflow": (lambda: reset(logdir), [mflow, cmd, "--config", config, "--taskfile", taskfile]),
-    }
-    if name == "validate":
-        del jobs["make"]
-    print(f"... {name} ({len(deps)} tasks)", file=sys.stderr, flush=True)
-    runs = run_series(jobs, args.n, args.warmup, args.timeout, failures, name)
-    row = {"workload": name, "tasks": len(deps)}
-    row.update({r: summarize(v) for r, v in runs.items()})
-    if "make" in row:
-        row["ratio"] = row["mflow"]["wall_median"] / max(row["make"]["wall_median"], 1e-9)
+# ----------------------------------------------------------------------------- the jobs
+def _wipe(*paths, mkdir=()):
+    """-> a function that removes `paths` (files or folders), then creates `mkdir`."""
+
+    def go():
+        for p in (*paths, *mkdir):
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.lexists(p):
+                os.unlink(p)
+        for p in mkdir:
+            os.makedirs(p)
+
+    return go
+
+
+def _check_size(path_or_dir: str, want: int):
+    """For long_output: the log holds all the bytes."""
+
+    def go():
+        path = path_or_dir
+        if os.path.isdir(path):
+            sizes = [
+                os.path.getsize(os.path.join(d, f))
+                for d, _, fs in os.walk(path)
+                for f in fs
+                if f.endswith(".log")
+            ]
+            size = max(sizes, default=0)
+        else:
+            size = os.path.getsize(path) if os.path.exists(path) else 0
+        return None if size >= want else f"log holds {size} bytes, expected {want}"
+
+    return go
+
+
+def _check_count(directory: str, want: int):
+    """For Luigi, which exits 0 even when a task failed: every marker is there."""
+
+    def go():
+        have = len(os.listdir(directory)) if os.path.isdir(directory) else 0
+        return None if have >= want else f"{have} of {want} tasks done"
+
+    return go
+
+
+def runners_for(w: W.Workload, ctx: Ctx, wanted: list[str], by: dict) -> tuple[list, dict]:
+    """-> (runners to run on w, {runner: reason it is skipped})."""
+    skip = {}
+    names = []
+    for r in wanted:
+        if r == "xargs" and w.kind not in ("wide", "chain"):
+            continue  # not a peer there: xargs has no dependencies
+        if r in ("doit", "luigi", "snakemake") and not ctx.bins.get("core"):
+            skip[r] = "not installed"
+            continue
+        if r == "prefect" and not ctx.bins.get("prefect"):
+            skip[r] = "not installed"
+            continue
+        if r in SLOW and (w.big or w.name == "w1_10k"):
+            # (the reference figures: about 8, 33 and 14 s on 1,000 tasks, 0.3, 1.8, 8 s on 1)
+            one, onek = {"luigi": (0.3, 8), "snakemake": (1.8, 33), "prefect": (8, 14)}[r]
+            took = "takes"
+            s0, s1 = by.get("w0", {}).get(r), by.get("w1", {}).get(r)
+            if s0 and s1 and not s0["timed_out"] and not s1["timed_out"]:
+                one, onek, took = s0["wall_median"], s1["wall_median"], "took"
+            per = max(onek - one, 0) / 1000
+            skip[r] = (
+                f"{took} {onek:.0f} s on 1,000 tasks ({per * 1000:.1f} ms a task); even growing"
+                f" only linearly, one run would take {(one + per * 1e4) / 60:.1f} min at 10k"
+                f" and {(one + per * 1e5) / 3600:.1f} h at 100k"
+            )
+            continue
+        if w.big and r not in ("mflow", "make"):
+            tenk = by.get("w1_10k", {}).get(r)
+            if tenk and tenk["wall_median"] * 10 > BIG_BUDGET_S:
+                skip[r] = (
+                    f"{tenk['wall_median']:.1f} s at 10k predicts more than {BIG_BUDGET_S} s"
+                    " at 100k (time budget)"
+                )
+                continue
+        names.append(r)
+    return names, skip
+
+
+def jobs_for(w: W.Workload, names: list[str], ctx: Ctx) -> list[Job]:
+    out = ctx.out
+    scratch = os.path.join(out, "scratch")
+    bins = ctx.bins
+    jobs = []
+    long = w.command != W.TRUE
+    for r in names:
+        log = os.path.join(scratch, r, w.name + ".log")
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        sized = _check_size(log, W.LONG_OUTPUT_BYTES) if long else None
+        if r == "mflow":
+            taskfile, config, logdir = W.write_mflow(w, out)
+            ctx.files[w.name] = taskfile, config
+            check = _check_size(logdir, W.LONG_OUTPUT_BYTES) if long else None
+            argv = [ctx.mflow, "run", "--config", config, "--taskfile", taskfile]
+            jobs.append(Job(r, argv, _wipe(mkdir=[logdir]), check))
+        elif r == "make":
+            mk = W.write_make(w, out, log)
+            jobs.append(Job(r, ["make", "-j2", "-f", mk, "all"], _wipe(log), sized))
+        elif r == "xargs":
+            stdin = W.write_xargs_input(w, out)
+            par = ["-P2"] if w.kind == "wide" else []  # a chain runs serially
+            jobs.append(Job(r, ["xargs", *par, "-n1", "true"], stdin=stdin))
+        elif r == "doit":
+            dodo = W.write_doit(w, out, log)
+            db = os.path.join(scratch, "doit", w.name + ".db")
+            argv = [os.path.join(bins["core"], "doit"), "run", "-f", dodo, "--db-file", db]
+            argv += ["-n", "2", "-P", "thread"]
+            wipe = _wipe(log, *(db + s for s in ("", ".db", ".dat", ".dir", ".bak")))
+            jobs.append(Job(r, argv, wipe, sized))
+        elif r == "luigi":
+            mark = os.path.join(scratch, "luigi", w.name)
+            W.write_luigi(w, out, mark, log)
+            argv = [os.path.join(bins["core"], "luigi"), "--module", f"dag_{w.name}", "All"]
+            argv += ["--local-scheduler", "--workers", "2"]
+            env = {"PYTHONPATH": os.path.join(out, "luigi")}
+            count = _check_count(mark, w.tasks)
+            check = (lambda c=count, s=sized: c() or s()) if long else count
+            jobs.append(Job(r, argv, _wipe(mark, log), check, env=env, cwd=scratch))
+        elif r == "snakemake":
+            snakefile = W.write_snakemake(w, out, log)
+            wd = os.path.join(scratch, "snakemake", w.name)
+            argv = [os.path.join(bins["core"], "snakemake"), "-s", snakefile, "-d", wd]
+            argv += ["--cores", "2", "--quiet", "all"]
+            jobs.append(Job(r, argv, _wipe(wd, log), sized))
+        elif r == "prefect":
+            flow = W.write_prefect(w, out, log)
+            env = {
+                "PREFECT_HOME": os.path.join(scratch, "prefect-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
+            }
+            argv = [os.path.join(bins["prefect"], "python"), flow]
+            jobs.append(Job(r, argv, _wipe(log), sized, env=env, cwd=scratch))
+    return jobs
+
+
+def bench(name: str, ctx: Ctx, args, by: dict) -> dict:
+    plan = plan_for(name, args)
+    if name in VALIDATE:
+        w = W.WORKLOADS[VALIDATE[name]]
+        if w.name not in ctx.files:
+            ctx.files[w.name] = W.write_mflow(w, ctx.out)[:2]
+        taskfile, config = ctx.files[w.name]
+        argv = [ctx.mflow, "validate", "--config", config, "--taskfile", taskfile]
+        jobs, skip, tasks = [Job("mflow", argv)], {}, w.tasks
+    else:
+        w = W.WORKLOADS[name]
+        names, skip = runners_for(w, ctx, args.runners, by)
+        jobs, tasks = jobs_for(w, names, ctx), w.tasks
+    order = ", ".join(j.runner for j in jobs)
+    print(
+        f"... {name} ({tasks} tasks): {order}; {plan.warmup} warm-up, up to {plan.n} runs",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0 = time.monotonic()
+    res = run_series(name, jobs, plan, ctx)
+    row = {"workload": name, "tasks": tasks, "skipped": skip, "plan": plan.__dict__}
+    for r, v in res.items():
+        if v["runs"]:
+            row[r] = summarize(v["runs"])
+        else:  # timed out in the warm-up: report that as the (lower-bound) result
+            row[r] = summarize(v["warmup"])
+    brief = ", ".join(f"{r} {fmt_s(row[r])}" for r in res)
+    print(f"    {name} done in {time.monotonic() - t0:.0f} s: {brief}", file=sys.stderr)
+    shutil.rmtree(os.path.join(ctx.out, "scratch"), ignore_errors=True)
+    os.makedirs(os.path.join(ctx.out, "scratch"), exist_ok=True)
     return row
 
 
-def fmt_wall(s):
+# ----------------------------------------------------------------------------- reporting
+def fmt_s(s: dict | None, spread: bool = False) -> str:
     if not s:
-        return "-"
-    bad = " FAILED" if s["failed_runs"] else ""
-    return f"{s['wall_median']:.3f} ({s['wall_min']:.3f}-{s['wall_max']:.3f}){bad}"
+        return "–"
+    if s["timed_out"]:
+        return f"> {s['wall_max']:.0f} (timed out)"
+    v = s["wall_median"]
+    prec = 3 if v < 10 else 1
+    text = f"{v:.{prec}f}"
+    if spread and s["n"] > 1:
+        text += f" ({s['wall_min']:.{prec}f}–{s['wall_max']:.{prec}f})"
+    elif spread:
+        text += " (1 run)"
+    if s["failed_runs"]:
+        text += " FAILED"
+    return text
 
 
-def print_table(rows):
-    head = [
-        "workload",
-        "tasks",
-        "make wall s (min-max)",
-        "mflow wall s (min-max)",
-        "mflow/make",
-        "mflow MiB",
-        "make MiB",
-    ]
-    table = [head]
-    for r in rows:
-        mk, mf = r.get("make"), r.get("mflow")
-        table.append(
-            [
-                r["workload"],
-                str(r["tasks"]),
-                fmt_wall(mk),
-                fmt_wall(mf),
-                f"{r['ratio']:.2f}" if "ratio" in r else "-",
-                f"{mf['peak_mib']:.1f}",
-                f"{mk['peak_mib']:.1f}" if mk else "-",
-            ]
+def derived(by: dict) -> dict:
+    """Per runner: start-up, ms per task (wide 1k/10k/100k, layered), ms per link (w2).
+
+    The start-up (median wall of w0) is subtracted: per task = (wall(wN) - wall(w0)) / N,
+    per link = (wall(w2) - wall(w0)) / (200 - 1)."""
+    out = {}
+    for r in RUNNERS:
+
+        def med(w, r=r):
+            s = by.get(w, {}).get(r)
+            return None if not s or s["timed_out"] or s["failed_runs"] else s["wall_median"]
+
+        start = med("w0")
+        d = {"startup_s": start}
+        for w, key in (
+            ("w1", "task_ms_1k"),
+            ("w1_10k", "task_ms_10k"),
+            ("wide_100k", "task_ms_100k"),
+            ("w3", "task_ms_layered_1k"),
+            ("layered_100k", "task_ms_layered_100k"),
+        ):
+            v = med(w)
+            if v is not None and start is not None:
+                d[key] = (v - start) / W.WORKLOADS[w].tasks * 1000
+        v = med("w2")
+        if v is not None and start is not None:
+            d["link_ms"] = (v - start) / (W.CHAIN - 1) * 1000
+        if v is not None:
+            d["link_ms_raw"] = v / W.CHAIN * 1000
+        if len(d) > 1 or start is not None:
+            out[r] = d
+    return out
+
+
+def ratio(by, w, a, b):
+    """median(a) / median(b) on workload w, or None; a timed-out a gives a lower bound."""
+    sa, sb = by.get(w, {}).get(a), by.get(w, {}).get(b)
+    if not sa or not sb or sb["timed_out"] or sa["failed_runs"] or sb["failed_runs"]:
+        return None
+    return sa["wall_median"] / max(sb["wall_median"], 1e-9)
+
+
+def checks(by: dict, der: dict) -> list[tuple[str, bool | None, str]]:
+    """The issue's targets -> [(target, True/False/None = not measured, figures)]."""
+    out = []
+
+    def add(desc, ok, info):
+        out.append((desc, ok, info))
+
+    r = ratio(by, "w1_10k", "mflow", "make")
+    add("wide 10k: mflow <= 1.3x make -j2", None if r is None else r <= 1.3, _x(r))
+    r = ratio(by, "w2", "mflow", "make")
+    add("chain (w2): mflow <= 2x make -j2", None if r is None else r <= 2, _x(r))
+    lm, lk = der.get("mflow", {}).get("link_ms"), der.get("make", {}).get("link_ms")
+    if lm is not None and lk:
+        add(
+            "chain latency per link, start-up excluded: mflow <= 2x make (supplementary)",
+            lm <= 2 * lk,
+            f"{lm:.2f} vs {lk:.2f} ms ({lm / lk:.2f}x)",
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    for line in table:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+    slower = []
+    for w in ORDER:
+        if w in VALIDATE or w not in by:
+            continue
+        r = ratio(by, w, "doit", "mflow")
+        if r is not None:
+            slower.append((w, r))
+    if slower:
+        bad = [f"{w} {1 / x:.2f}x" for w, x in slower if x <= 1]
+        info = ", ".join(f"{w} {1 / x:.2f}x" for w, x in slower)
+        add("every workload: mflow faster than doit (mflow/doit < 1)", not bad, info)
+    else:
+        add("every workload: mflow faster than doit", None, "doit not run")
+    for peer in SLOW:  # on the DAGs: w0 and long_output measure start-up and output only
+        desc = f"{PEER_LABEL[peer]} >= 10x slower than mflow (workloads of 200+ tasks)"
+        rs = [(w, ratio(by, w, peer, "mflow")) for w in ORDER if w in by and w not in VALIDATE]
+        dag = [(w, x) for w, x in rs if x is not None and W.WORKLOADS[w].tasks > 1]
+        rest = [(w, x) for w, x in rs if x is not None and W.WORKLOADS[w].tasks == 1]
+        if dag:
+            info = ", ".join(f"{w} {x:.1f}x" for w, x in dag)
+            info += "".join(f"; ({w} {x:.1f}x)" for w, x in rest)
+            add(desc, all(x >= 10 for _, x in dag), info)
+        else:
+            add(desc, None, "not run")
+    for w in ("validate_wide_100k", "validate_layered_100k"):
+        s = by.get(w, {}).get("mflow")
+        ok = None if not s else (not s["failed_runs"] and s["wall_median"] < 2)
+        add(f"{w.replace('_', ' ', 1)}: < 2 s", ok, f"{s['wall_median']:.2f} s" if s else "")
+    for w in ("wide_100k", "layered_100k"):
+        s = by.get(w, {}).get("mflow")
+        ok = None if not s else (not s["failed_runs"] and s["own_peak_mib"] < 600)
+        add(f"{w}: mflow peak memory < 600 MiB", ok, f"{s['own_peak_mib']:.0f} MiB" if s else "")
+    a, b = der.get("mflow", {}).get("task_ms_100k"), der.get("mflow", {}).get("task_ms_10k")
+    ok = None if a is None or b is None else a <= 1.2 * b
+    info = "" if ok is None else f"{a:.3f} vs {b:.3f} ms per task ({a / b:.2f}x)"
+    add("cost per task at 100k within 1.2x of 10k (wide)", ok, info)
+    return out
+
+
+def _x(r):
+    return "" if r is None else f"{r:.2f}x"
+
+
+def report(rows: list, der: dict, results: list, meta: dict, notes: list) -> str:
+    by = {r["workload"]: r for r in rows}
+    present = [r for r in RUNNERS if any(r in row for row in rows)]
+    L = []
+    L.append("# Benchmark results\n")
+    L.append(
+        f"{meta['date']}, {meta['cpu']} ({meta['cpus']} cores), {meta['system']}, "
+        f"Python {meta['python']}; mflow {meta['mflow']}; "
+        + ", ".join(f"{k} {v}" for k, v in meta["peers"].items())
+        + ".\n"
+    )
+    L.append(
+        "Wall seconds: median (min–max) of the counted runs; runners alternated, after a "
+        "warm-up round (none on the 100k workloads). Lower is better. `–`: not run "
+        "(see the notes).\n"
+    )
+    hdr = ["workload", "tasks"] + [PEER_LABEL[r] for r in present]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for row in rows:
+        cells = [row["workload"], f"{row['tasks']:,}"]
+        cells += [fmt_s(row.get(r), spread=True) for r in present]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Ratios to mflow (runner's median / mflow's median; above 1: mflow is faster):\n")
+    others = [r for r in present if r != "mflow"]
+    L.append("| workload | " + " | ".join(PEER_LABEL[r] for r in others) + " |")
+    L.append("|---|" + "---|" * len(others))
+    for row in rows:
+        if row["workload"] in VALIDATE:
+            continue
+        cells = []
+        for r in others:
+            x = ratio(by, row["workload"], r, "mflow")
+            s = row.get(r)
+            cells.append(
+                "–" if x is None else (f"> {x:.2f}" if s and s["timed_out"] else f"{x:.2f}")
             )
-        )
-
-
-def print_overheads(by):
-    for name, unit, count in (("w2", "link", CHAIN), ("w1_10k", "task", 10000)):
-        if name in by:
-            per = {r: by[name][r]["wall_median"] / count * 1000 for r in ("make", "mflow")}
-            print(f"{name}: ms per {unit}: make {per['make']:.3f}, mflow {per['mflow']:.3f}")
-
-
-def checks(by):
-    """Informational targets -> [(description, True/False/None=not run)]; failed runs fail."""
-
-    def get(w, f):
-        r = by.get(w)
-        if r is None:
-            return None
-        return not any(r[x]["failed_runs"] for x in ("make", "mflow") if x in r) and f(r)
-
-    return [
-        ("w1_10k mflow/make <= 1.5", get("w1_10k", lambda r: r["ratio"] <= 1.5)),
-        ("w1_10k mflow peak < 100 MiB", get("w1_10k", lambda r: r["mflow"]["peak_mib"] < 100)),
-        ("w1 mflow/make <= 2.0", get("w1", lambda r: r["ratio"] <= 2.0)),
-        ("w2 mflow/make <= 2.5", get("w2", lambda r: r["ratio"] <= 2.5)),
-        (
-            "validate (w0) median < 0.3 s",
-            get("validate", lambda r: r["mflow"]["wall_median"] < 0.3),
-        ),
+        L.append(f"| {row['workload']} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(
+        "Per-task overhead and chain latency, start-up excluded: ms per task = "
+        "(wall(wide N) − wall(w0)) / N; ms per link = (wall(w2) − wall(w0)) / 199. "
+        "The w2 column in brackets is wall(w2) / 200, start-up included.\n"
+    )
+    cols = [
+        ("start-up (w0) s", "startup_s", 3),
+        ("ms/task wide 1k", "task_ms_1k", 3),
+        ("ms/task wide 10k", "task_ms_10k", 3),
+        ("ms/task wide 100k", "task_ms_100k", 3),
+        ("ms/task layered 100k", "task_ms_layered_100k", 3),
+        ("ms/link w2", "link_ms", 2),
     ]
+    L.append("| runner | " + " | ".join(c[0] for c in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    for r in present:
+        d = der.get(r, {})
+        cells = []
+        for _, key, p in cols:
+            v = d.get(key)
+            cell = "–" if v is None else f"{v:.{p}f}"
+            if key == "link_ms" and d.get("link_ms_raw") is not None:
+                cell += f" ({d['link_ms_raw']:.2f})"
+            cells.append(cell)
+        L.append(f"| {PEER_LABEL[r]} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(
+        "mflow's CPU and memory: own peak = VmHWM of the mflow process (sampled every 50 ms, no "
+        "children); tree = ru_maxrss of the process tree (has a floor: the harness's own "
+        "peak, inherited by every child it starts). CPU: user+sys of the process tree "
+        "(mflow, its tasks, its helper), and of the mflow process alone (sampled like own "
+        "peak); per task: (own cpu - own cpu on w0) / tasks.\n"
+    )
+    L.append(
+        "| workload | mflow wall s | tree cpu s | own cpu s | own cpu ms/task "
+        "| own peak MiB | tree peak MiB |"
+    )
+    L.append("|---|---|---|---|---|---|---|")
+    base = by.get("w0", {}).get("mflow")
+    for row in rows:
+        s = row.get("mflow")
+        if s:
+            per = "–"
+            if base and row["tasks"] > 1 and row["workload"] not in VALIDATE:
+                per = f"{(s['own_cpu_median'] - base['own_cpu_median']) / row['tasks'] * 1000:.3f}"
+            L.append(
+                f"| {row['workload']} | {fmt_s(s)} | {s['cpu_median']:.2f} | "
+                f"{s['own_cpu_median']:.2f} | {per} | "
+                f"{s['own_peak_mib']:.0f} | {s['tree_peak_mib']:.0f} |"
+            )
+    L.append("")
+    L.append(
+        "Background load: CPU taken by other processes during the counted runs, in cores "
+        "(of 2), for runs of 0.5 s or more: median and max over all runners' runs. Above "
+        "~0.3, runs competed for the CPU and their times are inflated.\n"
+    )
+    L.append("| workload | median | max |")
+    L.append("|---|---|---|")
+    for row in rows:
+        bg = [
+            x["background"]
+            for r in RUNNERS
+            if r in row
+            for x in row[r]["runs"]
+            if x["background"] is not None
+        ]
+        if bg:
+            flag = " (noisy)" if max(bg) > 0.3 else ""
+            L.append(f"| {row['workload']} | {statistics.median(bg):.2f} | {max(bg):.2f}{flag} |")
+    L.append("")
+    L.append("Targets (informational; ratios from this run):\n")
+    for desc, ok, info in results:
+        mark = "SKIP" if ok is None else "PASS" if ok else "FAIL"
+        L.append(f"- **{mark}** {desc}" + (f": {info}" if info else ""))
+    L.append("")
+    why_where = {}  # reason -> {runner: [workloads]}, to say each reason once
+    for row in rows:
+        for r, why in row["skipped"].items():
+            why_where.setdefault(why, {}).setdefault(r, []).append(row["workload"])
+    skips = []
+    for why, where in why_where.items():
+        groups = {}
+        for r, ws in where.items():
+            groups.setdefault(tuple(ws), []).append(PEER_LABEL[r])
+        for ws, rs in groups.items():
+            skips.append(f"- {', '.join(rs)} skipped on {', '.join(ws)}: {why}")
+    if skips or notes:
+        L.append("Notes:\n")
+        L.extend(f"- {n}" for n in notes)
+        L.extend(skips)
+        L.append("")
+    return "\n".join(L)
+
+
+def machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def mflow_version() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return f"{head}{' + uncommitted changes in src/' if dirty else ''}" if head else "?"
 
 
 def find_mflow(given):
@@ -256,28 +799,45 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
-    ap.add_argument("-n", type=int, default=5, help="counted runs per runner (default 5)")
-    ap.add_argument("--warmup", type=int, default=1, help="uncounted runs first (default 1)")
-    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(ALL))
-    ap.add_argument("--quick", action="store_true", help="n=1 and skip w1_10k (unless --only)")
+    ap.add_argument("-n", type=int, help="counted runs per runner (default 5; --quick 3)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    ap.add_argument("--only", help="comma-separated workloads (default all): " + ",".join(ORDER))
+    ap.add_argument("--runners", help="comma-separated runners (default all): " + ",".join(RUNNERS))
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="n=3, no 100k workloads, no Luigi/Snakemake/Prefect, no report files or chart",
+    )
     ap.add_argument("--mflow", help="mflow executable (default: next to python, else PATH)")
     ap.add_argument("--out", help="write workload files here and keep them (default: temp dir)")
-    ap.add_argument("--json", help="also write results as JSON to this file")
-    ap.add_argument("--timeout", type=float, default=600, help="kill a run after this many s")
-    args = ap.parse_args()
-    names = (
-        args.only.split(",")
-        if args.only
-        else [w for w in ALL if not (args.quick and w == "w1_10k")]
+    ap.add_argument("--json", help="results as JSON (default bench/results.json)")
+    ap.add_argument("--md", help="Markdown report (default bench/results.md)")
+    ap.add_argument("--chart", help="chart PNG (default docs/bench-overhead.png)")
+    ap.add_argument(
+        "--timeout", type=float, default=480, help="upper bound of the per-run timeouts (s)"
     )
-    bad = [w for w in names if w not in ALL]
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else (QUICK if args.quick else ORDER)
+    bad = [w for w in names if w not in ORDER]
     if bad:
-        ap.error(f"unknown workload(s) {bad}; choose from {ALL}")
-    args.names = [w for w in ALL if w in names]
-    if args.quick:
-        args.n = 1
+        ap.error(f"unknown workload(s) {bad}; choose from {ORDER}")
+    args.names = [w for w in ORDER if w in names]
+    default_runners = [r for r in RUNNERS if not (args.quick and r in SLOW)]
+    args.runners = args.runners.split(",") if args.runners else default_runners
+    bad = [r for r in args.runners if r not in RUNNERS]
+    if bad:
+        ap.error(f"unknown runner(s) {bad}; choose from {RUNNERS}")
+    args.runners = [r for r in RUNNERS if r in args.runners or r == "mflow"]
+    if args.n is None:
+        args.n = 3 if args.quick else 5
     if args.n < 1:
         ap.error("-n must be >= 1")
+    if args.quick:
+        args.json = args.json or os.path.join(HERE, "results-quick.json")
+    else:
+        args.json = args.json or os.path.join(HERE, "results.json")
+        args.md = args.md or os.path.join(HERE, "results.md")
+        args.chart = args.chart or os.path.join(ROOT, "docs", "bench-overhead.png")
     return args
 
 
@@ -289,49 +849,92 @@ def main():
             f"mflow executable not found ({mflow or 'not next to python, not on PATH'});"
             " use --mflow PATH"
         )
-    if not shutil.which("make"):
-        sys.exit("make not found on PATH")
+    if not shutil.which("make") or not shutil.which("xargs"):
+        sys.exit("make and xargs must be on PATH")
+    notes = []
+    bins = {}
+    need_core = bool({"doit", "luigi", "snakemake"} & set(args.runners)) or args.chart
+    if need_core:
+        bins["core"], note = peers.ensure("core")
+        if not bins["core"]:
+            notes.append(f"doit, Luigi, Snakemake and the chart: {note}")
+            print(f"!!! peers venv: {note}", file=sys.stderr)
+    if "prefect" in args.runners:
+        bins["prefect"], note = peers.ensure("prefect", timeout=600)
+        if not bins["prefect"]:
+            notes.append(f"Prefect (optional): {note}")
+            print(f"!!! Prefect venv: {note} (Prefect skipped)", file=sys.stderr)
     out = os.path.abspath(args.out) if args.out else tempfile.mkdtemp(prefix="mflow-bench-")
-    os.makedirs(out, exist_ok=True)
-    failures = []
+    os.makedirs(os.path.join(out, "scratch"), exist_ok=True)
+    ctx = Ctx(out, mflow, bins, notes=notes)
+    started = datetime.datetime.now().astimezone()
+    t0 = time.monotonic()
+    rows, by = [], {}
     try:
-        rows = [bench(w, out, mflow, args, failures) for w in args.names]
+        for w in args.names:
+            row = bench(w, ctx, args, by)
+            rows.append(row)
+            by[w] = row
     finally:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
-    by = {r["workload"]: r for r in rows}
-    floor = measure(["true"], args.timeout)[2]
-    print(f"mflow: {mflow}   runs: {args.n} (+{args.warmup} warm-up), alternating make/mflow")
-    print(f"peak RSS floor (reported for `true`, inherited from this script): {floor:.1f} MiB")
-    print_table(rows)
-    print_overheads(by)
-    results = checks(by)
-    for desc, ok in results:
-        print(f"{'SKIP' if ok is None else 'PASS' if ok else 'FAIL'}  {desc}")
-    if args.json:
-        meta = {
-            "mflow": mflow,
-            "n": args.n,
-            "warmup": args.warmup,
-            "python": sys.version,
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "rss_floor_mib": floor,
-        }
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "meta": meta,
-                    "rows": rows,
-                    "failures": failures,
-                    "checks": {d: ok for d, ok in results},
-                },
-                f,
-                indent=1,
-            )
-    if failures:
-        print(f"\n!!! {len(failures)} run(s) FAILED (non-zero exit):", file=sys.stderr)
-        for msg in failures:
+    pv = {}
+    if bins.get("core"):
+        for dist in ("doit", "luigi", "snakemake"):
+            if dist in args.runners:
+                pv[dist] = peers.version(bins["core"], dist)
+    if bins.get("prefect"):
+        pv["prefect"] = peers.version(bins["prefect"], "prefect")
+    make_v = subprocess.run(["make", "--version"], capture_output=True, text=True).stdout
+    meta = {
+        "date": started.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": machine(),
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "mflow": mflow_version(),
+        "peers": {"make": make_v.split("\n")[0].replace("GNU Make ", ""), **pv},
+        "n": args.n,
+        "warmup": args.warmup,
+        "quick": args.quick,
+        "duration_s": round(time.monotonic() - t0),
+    }
+    der = derived(by)
+    results = checks(by, der)
+    text = report(rows, der, results, meta, notes)
+    print()
+    print(text)
+    print(f"(suite took {meta['duration_s'] / 60:.1f} min)")
+    with open(args.json, "w") as f:
+        json.dump(
+            {
+                "meta": meta,
+                "rows": rows,
+                "derived": der,
+                "checks": [{"target": d, "ok": ok, "info": i} for d, ok, i in results],
+                "failures": ctx.failures,
+                "notes": notes,
+            },
+            f,
+            indent=1,
+        )
+    print(f"wrote {os.path.relpath(args.json)}")
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(text + "\n")
+        print(f"wrote {os.path.relpath(args.md)}")
+    if args.chart and bins.get("core"):
+        os.makedirs(os.path.dirname(args.chart), exist_ok=True)
+        chart = os.path.join(HERE, "chart.py")
+        py = os.path.join(bins["core"], "python")
+        rc = subprocess.run([py, chart, args.json, args.chart]).returncode
+        if rc != 0:
+            ctx.failures.append(f"chart: exited {rc}")
+        else:
+            print(f"wrote {os.path.relpath(args.chart)}")
+    if ctx.failures:
+        print(f"\n!!! {len(ctx.failures)} run(s) FAILED:", file=sys.stderr)
+        for msg in ctx.failures:
             print("  " + msg, file=sys.stderr)
         sys.exit(1)
 
