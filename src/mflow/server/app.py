@@ -247,10 +247,7 @@ def create_app(
         responses=ACTION_ERRORS,
     )
     def cancel_run(run_id: RunIdPath, allowed: Annotated[Actions, Depends(authorized)]) -> dict:
-        run = reads.store.get_run(_id(run_id))
-        if run is None:
-            raise NotFound(f"no run {run_id}")
-        return {"run_id": run_id, "message": allowed.cancel(run)}
+        return {"run_id": run_id, "message": allowed.cancel(reads.run_row(run_id))}
 
     @app.post(
         "/api/runs/{run_id}/resume",
@@ -259,10 +256,7 @@ def create_app(
         responses=ACTION_ERRORS,
     )
     def resume_run(run_id: RunIdPath, allowed: Annotated[Actions, Depends(authorized)]) -> dict:
-        run = reads.store.get_run(_id(run_id))
-        if run is None:
-            raise NotFound(f"no run {run_id}")
-        new, message = allowed.resume(run)
+        new, message = allowed.resume(reads.run_row(run_id))
         return {"run_id": new, "message": message}
 
     @app.post(
@@ -274,13 +268,8 @@ def create_app(
     def retry_task(
         run_id: RunIdPath, task_id: str, allowed: Annotated[Actions, Depends(authorized)]
     ) -> dict:
-        run = reads.store.get_run(_id(run_id))
-        if run is None:
-            raise NotFound(f"no run {run_id}")
-        task = next((t for t in reads.store.task_rows(run_id) if t["task_id"] == task_id), None)
-        if task is None:
-            raise NotFound(f"run {run_id} has no task '{task_id}'")
-        new, message = allowed.retry(run, task)
+        run = reads.run_row(run_id)
+        new, message = allowed.retry(run, reads.task_row(run_id, task_id))
         return {"run_id": new, "message": message}
 
     # -- the web page ---------------------------------------------------------------------

@@ -100,15 +100,21 @@ class Reads:
             "offset": offset,
         }
 
-    def _run_row(self, run_id: int) -> dict[str, Any]:
+    def run_row(self, run_id: int) -> dict[str, Any]:
         self._reap()
         row = self.store.get_run(run_id)
         if row is None:
             raise NotFound(f"no run {run_id}")
         return row
 
+    def task_row(self, run_id: int, task_id: str) -> dict[str, Any]:
+        for row in self.store.task_rows(run_id):
+            if row["task_id"] == task_id:
+                return row
+        raise NotFound(f"run {run_id} has no task '{task_id}'")
+
     def run(self, run_id: int) -> dict[str, Any]:
-        row = self._run_row(run_id)
+        row = self.run_row(run_id)
         tasks = self.store.task_rows(run_id)
         data = views.status_json(row, tasks, self.store.attempt_rows(run_id))
         nested: dict[str, list[int]] = {}
@@ -121,7 +127,7 @@ class Reads:
         return self._masked(data)
 
     def dag(self, run_id: int) -> dict[str, Any]:
-        row = self._run_row(run_id)
+        row = self.run_row(run_id)
         tasks = self.store.task_rows(run_id)
         nested: dict[str, list[int]] = {}
         for child in self.store.child_runs(run_id):
@@ -153,14 +159,13 @@ class Reads:
 
     # -- tasks and attempts ---------------------------------------------------------------
     def attempts(self, run_id: int, task_id: str) -> list[dict[str, Any]]:
-        self._run_row(run_id)
-        if not any(row["task_id"] == task_id for row in self.store.task_rows(run_id)):
-            raise NotFound(f"run {run_id} has no task '{task_id}'")
+        self.run_row(run_id)
+        self.task_row(run_id, task_id)
         rows = self.store.attempt_rows(run_id, task_id)
         return [self._masked(views.attempt_json(row)) for row in rows]
 
     def _attempt_row(self, run_id: int, task_id: str, attempt: int) -> dict[str, Any]:
-        self._run_row(run_id)
+        self.run_row(run_id)
         rows = self.store.attempt_rows(run_id, task_id)
         if not rows and not any(r["task_id"] == task_id for r in self.store.task_rows(run_id)):
             raise NotFound(f"run {run_id} has no task '{task_id}'")
