@@ -201,6 +201,10 @@ def test_sigkill_of_mflow_leaves_no_task_running_and_the_run_is_marked_interrupt
     (run,) = json.loads(result.stdout)
     assert run["state"] == "INTERRUPTED"
     assert project.task_states(run["run_id"])["long"] == "INTERRUPTED"
+    pending = project.db("SELECT state, message FROM mf_tasks WHERE task_id = 'next'")
+    assert pending == [
+        {"state": "PENDING", "message": "not started: the mflow running the flow died"}
+    ]
     assert _attempts(project, run["run_id"], "long")[0]["state"] == "INTERRUPTED"
 
 

@@ -231,6 +231,12 @@ class StateStore:
                 .where(t.tasks.c.state.in_([TaskState.RUNNING, TaskState.RETRYING]))
                 .values(state=TaskState.INTERRUPTED, updated_at=now, message=lost)
             )
+            conn.execute(  # still PENDING (it never started): say why, for status and the page
+                update(t.tasks)
+                .where(t.tasks.c.run_id == run_id)
+                .where(t.tasks.c.state == TaskState.PENDING)
+                .values(message="not started: the mflow running the flow died")
+            )
         return True
 
     # -- reads ----------------------------------------------------------------------------
