@@ -273,9 +273,7 @@ def test_cancel_resume_and_retry_with_the_token(project: Project):
         lambda: client.get(f"/api/runs/{retry_run}").json()["state"] == "FAILED",
         what="the retry to fail again",
     )
-    assert [t["task_id"] for t in client.get(f"/api/runs/{retry_run}").json()["tasks"]] == [
-        "gate"
-    ]
+    assert [t["task_id"] for t in client.get(f"/api/runs/{retry_run}").json()["tasks"]] == ["gate"]
 
     (project.root / "fixed").touch()
     resumed = client.post(f"/api/runs/{failed}/resume", headers=auth)

@@ -18,7 +18,18 @@ from mflow.errors import InternalError, InvalidFilesError, MflowError, UsageErro
 
 RUN_ID = click.IntRange(1, 2**62)  # what every backend's integer column holds
 RUN_STATES = ("RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
-COMMANDS = ("run", "resume", "validate", "graph", "runs", "status", "logs", "serve", "types", "plugin")
+COMMANDS = (
+    "run",
+    "resume",
+    "validate",
+    "graph",
+    "runs",
+    "status",
+    "logs",
+    "serve",
+    "types",
+    "plugin",
+)
 DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
 

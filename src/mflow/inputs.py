@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 DEFAULT_DATASOURCES = Path("oracle.json")
 STATE_DATASOURCE = "mflow"
-RUN_VARIABLES = {"MFLOW_RUN_ID": "", "MFLOW_RUN_TOKEN": ""}  # the original kept its state in the connection of this name
+RUN_VARIABLES = {
+    "MFLOW_RUN_ID": "",
+    "MFLOW_RUN_TOKEN": "",
+}  # the original kept its state in the connection of this name
 
 
 @dataclass(frozen=True)
