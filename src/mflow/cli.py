@@ -139,7 +139,7 @@ def run(
     if link is not None:  # started by a parent flow's `mflow` task
         from mflow.runner import exit_code, run_nested
 
-        nested = run_nested(link, config, taskfile or DEFAULT_TASKFILE, datasources)
+        nested = run_nested(link, config, taskfile or DEFAULT_TASKFILE, datasources, _warn)
         sys.exit(0 if nested is None else exit_code(nested))
     if resume_id is not None:
         if task_id or from_id or only:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from mflow.errors import UsageError
 from mflow.flow import Flow
 from mflow.states import RunState, TaskState
+from mflow.store.rows import stored_depends
 
 
 @dataclass
@@ -43,7 +43,7 @@ def plan_resume(
         if spec is None:
             changes.append(f"task '{task_id}' was removed from the task file")
             continue
-        old_deps = json.loads(row["depends_on"] or "[]")
+        old_deps = stored_depends(row)
         if sorted(set(old_deps)) != sorted(set(spec.depends)):
             changes.append(f"task '{task_id}': depends changed from {old_deps} to {spec.depends}")
         elif row["digest"] and row["digest"] != digests[task_id]:

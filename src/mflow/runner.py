@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,7 +243,11 @@ async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]
 
 
 def run_nested(
-    link: ParentLink, config: Path | None, taskfile: Path, datasources: Path | None
+    link: ParentLink,
+    config: Path | None,
+    taskfile: Path,
+    datasources: Path | None,
+    warn: Callable[[Iterable[object]], None],
 ) -> RunResult | None:
     """`mflow run` started by a parent's `mflow` task: recorded in the parent's database,
     and continuing the same task's last nested run if it did not succeed. None: nothing
@@ -268,7 +272,7 @@ def run_nested(
             datasources,
             backend=link.backend,
         )
-        _warn(inputs.warnings)
+        warn(inputs.warnings)
         return execute(inputs, parent=link)
     run_id = previous["run_id"]
     if previous["state"] == RunState.SUCCESS:
@@ -282,7 +286,7 @@ def run_nested(
     inputs, plan = prepare_resume(
         run_id, config, taskfile, datasources, force=link.force, backend=link.backend
     )
-    _warn(inputs.warnings)
+    warn(inputs.warnings)
     if all(task_id in plan.skipped for task_id in plan.task_ids):
         print(f"run {run_id}: every task of the nested flow succeeded; nothing left to run")
         return None
@@ -295,11 +299,6 @@ def run_nested(
         force=link.force,
         parent=link,
     )
-
-
-def _warn(problems: Iterable[object]) -> None:
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
 
 
 def exit_code(result: RunResult) -> int:

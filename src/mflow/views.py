@@ -91,7 +91,6 @@ def status_tree(store: Any, run: dict[str, Any], depth: int = 0) -> dict[str, An
     children: dict[str, list[dict[str, Any]]] = {}
     if depth < 20:  # nesting is bounded when runs start; this guards a doctored database
         for child in store.child_runs(run_id):
-            child["task_states"] = store.get_run(child["run_id"])["task_states"]
             children.setdefault(child["parent_task_id"], []).append(
                 status_tree(store, child, depth + 1)
             )

@@ -131,7 +131,7 @@ def create_app(
     # A stream's generator runs after the answer has begun: what can be refused (an
     # unknown id) is looked up before, by these dependencies.
     def known_run(run_id: RunIdPath) -> int:
-        return reads.run(_id(run_id))["run_id"]
+        return reads.run_row(_id(run_id))["run_id"]
 
     def known_attempt(
         run_id: RunIdPath, task_id: str, attempt: AttemptPath

@@ -3,7 +3,6 @@ Passwords of the datasources are masked in every text that leaves here."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 from mflow import views
 from mflow.states import TaskState
+from mflow.store.rows import stored_depends
 from mflow.store.store import StateStore
 
 REAP_EVERY_S = 5.0  # how often a read looks for runs whose mflow died
@@ -117,10 +117,8 @@ class Reads:
         row = self.run_row(run_id)
         tasks = self.store.task_rows(run_id)
         data = views.status_json(row, tasks, self.store.attempt_rows(run_id))
-        nested: dict[str, list[int]] = {}
-        for child in self.store.child_runs(run_id):
-            nested.setdefault(child["parent_task_id"], []).append(child["run_id"])
-        depends = {task["task_id"]: _depends(task) for task in tasks}
+        nested = self._nested_run_ids(run_id)
+        depends = {task["task_id"]: stored_depends(task) for task in tasks}
         for task in data["tasks"]:
             task["depends"] = depends[task["task_id"]]
             task["nested_run_ids"] = nested.get(task["task_id"], [])
@@ -129,9 +127,7 @@ class Reads:
     def dag(self, run_id: int) -> dict[str, Any]:
         row = self.run_row(run_id)
         tasks = self.store.task_rows(run_id)
-        nested: dict[str, list[int]] = {}
-        for child in self.store.child_runs(run_id):
-            nested.setdefault(child["parent_task_id"], []).append(child["run_id"])
+        nested = self._nested_run_ids(run_id)
         in_run = {task["task_id"] for task in tasks}
         return {
             "run_id": run_id,
@@ -152,10 +148,17 @@ class Reads:
             "edges": [
                 {"source": dep, "target": task["task_id"]}
                 for task in tasks
-                for dep in _depends(task)
+                for dep in stored_depends(task)
                 if dep in in_run
             ],
         }
+
+    def _nested_run_ids(self, run_id: int) -> dict[str, list[int]]:
+        """Task id -> the runs of the nested flow it started."""
+        nested: dict[str, list[int]] = {}
+        for child in self.store.child_runs(run_id):
+            nested.setdefault(child["parent_task_id"], []).append(child["run_id"])
+        return nested
 
     # -- tasks and attempts ---------------------------------------------------------------
     def attempts(self, run_id: int, task_id: str) -> list[dict[str, Any]]:
@@ -167,8 +170,8 @@ class Reads:
     def _attempt_row(self, run_id: int, task_id: str, attempt: int) -> dict[str, Any]:
         self.run_row(run_id)
         rows = self.store.attempt_rows(run_id, task_id)
-        if not rows and not any(r["task_id"] == task_id for r in self.store.task_rows(run_id)):
-            raise NotFound(f"run {run_id} has no task '{task_id}'")
+        if not rows:
+            self.task_row(run_id, task_id)  # no such task, or it has not started
         for row in rows:
             if row["attempt"] == attempt:
                 return row
@@ -192,14 +195,6 @@ class Reads:
     def attempt_state(self, run_id: int, task_id: str, attempt: int) -> tuple[str, str | None]:
         row = self._attempt_row(run_id, task_id, attempt)
         return row["state"], row["log_path"]
-
-
-def _depends(task: dict[str, Any]) -> list[str]:
-    try:
-        found = json.loads(task.get("depends_on") or "[]")
-    except ValueError:
-        return []
-    return [dep for dep in found if isinstance(dep, str)] if isinstance(found, list) else []
 
 
 def read_log(

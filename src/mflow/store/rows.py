@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,3 +31,12 @@ class TaskRow:
     max_attempts: int = 1
     depends_on: str = "[]"  # JSON
     digest: str = ""
+
+
+def stored_depends(row: dict) -> list[str]:
+    """The `depends` a task had when its run was recorded (mf_tasks.depends_on)."""
+    try:
+        found = json.loads(row.get("depends_on") or "[]")
+    except ValueError:
+        return []
+    return [dep for dep in found if isinstance(dep, str)] if isinstance(found, list) else []

@@ -333,7 +333,11 @@ class StateStore:
         """The nested flows' runs started by tasks of this run, oldest first."""
         query = select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.run_id)
         with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            runs = [dict(row._mapping) for row in conn.execute(query)]
+            counts = self._state_counts(conn, [run["run_id"] for run in runs])
+        for run in runs:
+            run["task_states"] = counts.get(run["run_id"], {})
+        return runs
 
     @_reporting_db_errors
     def latest_child_run(self, run_id: int, task_id: str) -> dict[str, Any] | None:

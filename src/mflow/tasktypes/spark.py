@@ -207,12 +207,6 @@ class SparkSpec(TaskSpec):
             found.append((key, _scalar(value, f"conf {key}")))
         return found
 
-    def conf_pairs(self) -> list[tuple[str, str]]:
-        return list(self.confs)
-
-    def parameter_values(self) -> list[str]:
-        return list(self.parameters)
-
 
 def _is_local(path: str) -> bool:
     return "://" not in path
@@ -259,12 +253,12 @@ class SparkType(TaskType):
             argv.append("--verbose")
         if task.supervise:
             argv.append("--supervise")
-        for key, value in task.conf_pairs():
+        for key, value in task.confs:
             argv += ["--conf", f"{key}={value}"]
         app = task.ingestor_file
         if _is_local(app) and not Path(app).is_absolute():
             app = str(cwd / app)
-        return [*argv, app, *task.parameter_values()]
+        return [*argv, app, *task.parameters]
 
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
         import asyncio
