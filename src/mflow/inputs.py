@@ -19,6 +19,7 @@ from mflow.datasources import (
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem, UsageError
 from mflow.flow import Flow, load_flow
 from mflow.modelcheck import suggest
+from mflow.reaper import TOKEN_VARIABLE
 from mflow.settings import Settings, load_settings
 from mflow.tasktypes import TaskTypes
 from mflow.tasktypes.base import TypeSetup
@@ -28,11 +29,10 @@ if TYPE_CHECKING:
     from mflow.store.store import StateStore
 
 DEFAULT_DATASOURCES = Path("oracle.json")
-STATE_DATASOURCE = "mflow"
-RUN_VARIABLES = {
-    "MFLOW_RUN_ID": "",
-    "MFLOW_RUN_TOKEN": "",
-}  # the original kept its state in the connection of this name
+STATE_DATASOURCE = "mflow"  # the original kept its state in the connection of this name
+RUN_ID_VARIABLE = "MFLOW_RUN_ID"
+# Set by mflow for every task (their values are known only when the run starts).
+RUN_VARIABLES = dict.fromkeys((RUN_ID_VARIABLE, TOKEN_VARIABLE), "")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,6 @@ def load_inputs(
         except InvalidFilesError as exc:
             problems += exc.problems
     types = TaskTypes(TypeSetup(settings, sources or BROKEN_DATASOURCES, backend))
-    # what mflow sets for every task counts as set (its value is known only when it runs)
     variables = {**RUN_VARIABLES, **os.environ, **(settings.env if settings else {})}
     try:
         flow = load_flow(taskfile, types, variables)

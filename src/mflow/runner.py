@@ -19,7 +19,7 @@ from mflow import nesting
 from mflow.engine import Engine, RunOutcome
 from mflow.errors import EnvironmentFault, InternalError, UsageError
 from mflow.flow import Flow
-from mflow.inputs import Backend, Inputs, load_inputs, open_run_writer
+from mflow.inputs import RUN_ID_VARIABLE, Backend, Inputs, load_inputs, open_run_writer
 from mflow.listener import Listeners
 from mflow.logs import MasterLog
 from mflow.modelcheck import suggest
@@ -186,7 +186,7 @@ def execute(
         run_id,
         selected=selected,
         skipped=skipped,
-        extra_env={"MFLOW_RUN_ID": str(run_id), TOKEN_VARIABLE: reaper.token},
+        extra_env={RUN_ID_VARIABLE: str(run_id), TOKEN_VARIABLE: reaper.token},
         resumed_from=resumed_from,
         force=force,
     )
