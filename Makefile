@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# byte code now, as a regular install has it (PYTHONDONTWRITEBYTECODE would stop Python
+	# from caching it, and every start would compile mflow from source)
+	$(BIN)/python -m compileall -q src
 	touch $(STAMP)
 
 ## run the bundled example flow (state in examples/logs/mflow.db, embedded SQLite)

@@ -10,6 +10,8 @@ Workloads (every task runs `true`, except long_output; concurrency limit 2 every
                 (mod 1,000) of layer k-1
   validate, validate_wide_100k, validate_layered_100k
                 `mflow validate` on the w0 / wide_100k / layered_100k task files
+  startup_floor the libraries mflow is built on (click, asyncio, pydantic), each imported
+                alone, against mflow's and doit's whole w0 runs
 
 Each run is one whole process, measured like the reference measure.py (wall, cpu of the
 process tree, ru_maxrss) plus the runner's own peak RSS (VmHWM of its process, sampled).
@@ -71,6 +73,7 @@ VALIDATE = {
 }
 ORDER = [
     "w0",
+    "startup_floor",
     "w1",
     "w2",
     "w3",
@@ -82,7 +85,7 @@ ORDER = [
     "wide_100k",
     "layered_100k",
 ]
-QUICK = ["w0", "w1", "w2", "w3", "long_output", "validate", "w1_10k"]
+QUICK = ["w0", "startup_floor", "w1", "w2", "w3", "long_output", "validate", "w1_10k"]
 POLL_S = 0.05  # VmHWM sampling period
 BIG_BUDGET_S = 300  # a peer whose 10k run predicts more than this at 100k is skipped there
 
@@ -142,6 +145,7 @@ class Ctx:
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     files: dict = field(default_factory=dict)
+    floor: dict = field(default_factory=dict)  # label -> summary (startup_floor)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -501,6 +505,101 @@ def bench(name: str, ctx: Ctx, args, by: dict) -> dict:
     return row
 
 
+# ----------------------------------------------------------------------------- start-up floor
+_ONE_MODEL = "from pydantic import BaseModel\nclass M(BaseModel):\n    x: int\nM(x=1)\n"
+FLOOR = [  # (what, Python code run with the benchmark's interpreter)
+    ("interpreter alone", "pass"),
+    ("import click", "import click"),
+    ("import asyncio", "import asyncio"),
+    ("import pydantic, validate one model", _ONE_MODEL),
+    ("click + asyncio + pydantic, one model", "import asyncio, click\n" + _ONE_MODEL),
+]
+
+
+def startup_floor(ctx: Ctx, args) -> dict:
+    """What mflow's start-up is made of: the libraries it is built on, imported alone, and
+    mflow's and doit's whole one-task runs, in one alternated series -> {what: summary}."""
+    jobs = [Job(what, [sys.executable, "-c", code]) for what, code in FLOOR]
+    names = ["mflow"] + (["doit"] if ctx.bins.get("core") and "doit" in args.runners else [])
+    jobs += jobs_for(W.WORKLOADS["w0"], names, ctx)
+    for job in jobs[-len(names) :]:
+        job.runner = f"{PEER_LABEL[job.runner]}: whole w0 run"
+    plan = Plan(args.warmup, max(args.n, 9), 20, min(args.timeout, 60))
+    print(f"... startup_floor: {len(jobs)} commands, up to {plan.n} runs", file=sys.stderr)
+    res = run_series("startup_floor", jobs, plan, ctx)
+    shutil.rmtree(os.path.join(ctx.out, "scratch"), ignore_errors=True)
+    os.makedirs(os.path.join(ctx.out, "scratch"), exist_ok=True)
+    return {what: summarize(v["runs"] or v["warmup"]) for what, v in res.items()}
+
+
+def floor_bounds(floor: dict, by: dict) -> list[str]:
+    """The targets the start-up floor alone rules out. Best case for mflow on a workload:
+    the libraries' start-up plus what make spends on the same tasks (make's wall minus its
+    own start-up), as if mflow's engine cost nothing more than make's."""
+    libs = floor.get(FLOOR[4][0])
+    if not libs:
+        return []
+    start = libs["wall_median"]
+
+    def med(w, r):
+        s = by.get(w, {}).get(r)
+        return None if not s or s["timed_out"] or s["failed_runs"] else s["wall_median"]
+
+    def best(w):
+        make, make0 = med(w, "make"), med("w0", "make")
+        return None if make is None or make0 is None else start + make - make0
+
+    out = []
+    chain, make_chain = best("w2"), med("w2", "make")
+    if chain is not None and make_chain is not None:
+        out.append(_bound("chain (w2) <= 2x make", 2 * make_chain, chain))
+    for w in ("w0", "w2", "long_output"):
+        b, doit = best(w), med(w, "doit")
+        if b is not None and doit is not None:
+            out.append(_bound(f"faster than doit on {w}", doit, b))
+    b, luigi = best("w2"), med("w2", "luigi")
+    if b is not None and luigi is not None:
+        out.append(_bound("Luigi >= 10x slower on w2", luigi / 10, b))
+    return out
+
+
+def _bound(target: str, limit: float, best: float) -> str:
+    verdict = "out of reach" if best > limit else "reachable"
+    return f"{target}: limit {limit:.3f} s, best case {best:.3f} s: {verdict}"
+
+
+def floor_report(floor: dict, by: dict) -> list[str]:
+    L = [
+        "Start-up floor: mflow's `run` imports click (command line), asyncio (the engine) "
+        "and pydantic (the file models). Each line is a whole `python -c` process with the "
+        "benchmark's interpreter, alternated with mflow's and doit's one-task runs (ms):\n"
+    ]
+    L.append("| what is started | median ms | min–max ms |")
+    L.append("|---|---|---|")
+    for what, s in floor.items():
+        lo, mid, hi = (s[k] * 1000 for k in ("wall_min", "wall_median", "wall_max"))
+        L.append(f"| {what} | {mid:.0f} | {lo:.0f}–{hi:.0f} |")
+    libs = floor.get(FLOOR[4][0])
+    doit = floor.get("doit: whole w0 run")
+    if libs and doit:
+        L.append(
+            f"\nThe three libraries alone take {libs['wall_median'] * 1000:.0f} ms to start,"
+            f" {libs['wall_median'] / doit['wall_median']:.2f}x doit's whole one-task run"
+            f" ({doit['wall_median'] * 1000:.0f} ms)."
+        )
+    bounds = floor_bounds(floor, by)
+    if bounds:
+        L.append(
+            "\nWhat that floor leaves of the start-up-bound targets. Best case = the three"
+            " libraries' start-up + make's time for the same tasks (make's wall − make's w0),"
+            " as if mflow's engine cost no more than make's; a target whose limit is below"
+            " its best case cannot be met by any engine built on these libraries:\n"
+        )
+        L.extend(f"- {line}" for line in bounds)
+    L.append("")
+    return L
+
+
 # ----------------------------------------------------------------------------- reporting
 def fmt_s(s: dict | None, spread: bool = False) -> str:
     if not s:
@@ -622,7 +721,7 @@ def _x(r):
     return "" if r is None else f"{r:.2f}x"
 
 
-def report(rows: list, der: dict, results: list, meta: dict, notes: list) -> str:
+def report(rows: list, der: dict, results: list, meta: dict, notes: list, floor: dict) -> str:
     by = {r["workload"]: r for r in rows}
     present = [r for r in RUNNERS if any(r in row for row in rows)]
     L = []
@@ -732,6 +831,8 @@ def report(rows: list, der: dict, results: list, meta: dict, notes: list) -> str
             flag = " (noisy)" if max(bg) > 0.3 else ""
             L.append(f"| {row['workload']} | {statistics.median(bg):.2f} | {max(bg):.2f}{flag} |")
     L.append("")
+    if floor:
+        L.extend(floor_report(floor, by))
     L.append("Targets (informational; ratios from this run):\n")
     for desc, ok, info in results:
         mark = "SKIP" if ok is None else "PASS" if ok else "FAIL"
@@ -784,6 +885,23 @@ def mflow_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     return f"{head}{' + uncommitted changes in src/' if dirty else ''}" if head else "?"
+
+
+def compile_mflow(mflow: str) -> str | None:
+    """Byte-compile the measured mflow's package, as pip does when it installs one. An
+    editable install under PYTHONDONTWRITEBYTECODE=1 never gets its .pyc files, and every
+    start would compile mflow's modules from source (~35 ms here) -> a note, or None."""
+    python = os.path.join(os.path.dirname(mflow), "python")
+    if not os.access(python, os.X_OK):
+        return "mflow's byte code not compiled: no python beside the mflow executable"
+    code = (
+        "import compileall, os, mflow\n"
+        "compileall.compile_dir(os.path.dirname(mflow.__file__), quiet=1)"
+    )
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"mflow's byte code not compiled: {done.stderr[-200:]}"
+    return None
 
 
 def find_mflow(given):
@@ -852,6 +970,10 @@ def main():
     if not shutil.which("make") or not shutil.which("xargs"):
         sys.exit("make and xargs must be on PATH")
     notes = []
+    note = compile_mflow(mflow)
+    if note:
+        notes.append(note)
+        print(f"!!! {note}", file=sys.stderr)
     bins = {}
     need_core = bool({"doit", "luigi", "snakemake"} & set(args.runners)) or args.chart
     if need_core:
@@ -872,6 +994,9 @@ def main():
     rows, by = [], {}
     try:
         for w in args.names:
+            if w == "startup_floor":
+                ctx.floor = startup_floor(ctx, args)
+                continue
             row = bench(w, ctx, args, by)
             rows.append(row)
             by[w] = row
@@ -901,7 +1026,7 @@ def main():
     }
     der = derived(by)
     results = checks(by, der)
-    text = report(rows, der, results, meta, notes)
+    text = report(rows, der, results, meta, notes, ctx.floor)
     print()
     print(text)
     print(f"(suite took {meta['duration_s'] / 60:.1f} min)")
@@ -911,6 +1036,7 @@ def main():
                 "meta": meta,
                 "rows": rows,
                 "derived": der,
+                "startup_floor": ctx.floor,
                 "checks": [{"target": d, "ok": ok, "info": i} for d, ok, i in results],
                 "failures": ctx.failures,
                 "notes": notes,

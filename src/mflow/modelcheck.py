@@ -6,7 +6,6 @@ are warnings with a "did you mean" hint, so files written for the original still
 
 from __future__ import annotations
 
-import difflib
 import functools
 from typing import Any, TypeVar
 
@@ -22,6 +21,8 @@ def suggest(word: str, choices: Any) -> str:
     """' (did you mean 'x'?)' for the closest choice, case aside, or ''."""
     choices = [str(choice) for choice in choices]
     same_but_case = [choice for choice in choices if choice.lower() == word.lower()]
+    import difflib  # not at the top: only a mistake needs it, and every start would pay
+
     close = same_but_case or difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -51,6 +51,7 @@ from mflow.tasktypes.base import (
     TaskResult,
     TaskSpec,
     TaskType,
+    empty_dict,
     open_log,
 )
 
@@ -120,7 +121,7 @@ class HttpSpec(TaskSpec):
     url: str = Field(description="http:// or https:// URL; ${VAR} expanded at run time")
     method: str = Field(default="GET", description=f"one of {', '.join(METHODS)}")
     headers: dict[str, str] = Field(
-        default_factory=dict, description="request headers; ${VAR} expanded in the values"
+        default_factory=empty_dict, description="request headers; ${VAR} expanded in the values"
     )
     body: str | None = Field(
         default=None, description="request body, sent as written; ${VAR} expanded"

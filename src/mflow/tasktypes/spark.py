@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
+from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType, empty_list
 
 _MASTER = re.compile(r"local(\[(\d+|\*)(,\s*\d+)?\])?|yarn|(spark|k8s|mesos)://\S+")
 _MEMORY = re.compile(r"\d+[kmgtp]?b?", re.IGNORECASE)
@@ -111,11 +111,11 @@ class SparkSpec(TaskSpec):
         alias="ingestor-file", min_length=1, description="the application (.py or .jar)"
     )
     parameters: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description='the application\'s arguments: ["x", ...] or [{"parameter": "x"}, ...]',
     )
     confs: list[tuple[str, str]] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description='--conf key=value: [{"key": "spark.x", "value": "v"}] or {"spark.x": "v"}',
     )
 
