@@ -350,6 +350,23 @@ def test_logs_follow_until_task_ends(project: Project) -> None:
     assert result.stdout == "one\ntwo\n"
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_output_to_a_file_shows_a_running_task(project: Project, unbuffered: str) -> None:
+    """Run lines are written in batches, not one system call each, but a task that is still
+    running shows in the output (`tail -f` of a cron log), PYTHONUNBUFFERED or not."""
+    project.write_tasks(
+        [bash("first", "true"), bash("slow", "while [ ! -e go ]; do sleep 0.02; done", "first")]
+    )
+    run = project.start("run", env={"PYTHONUNBUFFERED": unbuffered})
+    wait_for(lambda: re.search(r"RUNNING +slow", run.output()), what="slow's RUNNING line")
+    assert re.search(r"SUCCESS +first", run.output())
+    assert run.popen.poll() is None, "the run ended before its slow task was released"
+    (project.root / "go").touch()
+    result = run.wait()
+    assert_exit(result, 0)
+    assert result.stdout.rstrip().splitlines()[-1].startswith("run 1 SUCCESS")
+
+
 # -- help -----------------------------------------------------------------------------------
 
 
