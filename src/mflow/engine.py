@@ -163,11 +163,11 @@ class Engine:
 
     def _launch(self, task_id: str) -> None:
         attempt = self.attempts[task_id] = self.attempts[task_id] + 1
-        self.running[task_id] = asyncio.ensure_future(self._attempt(task_id, attempt))
+        atask = asyncio.ensure_future(self._attempt(task_id, attempt))
+        self.running[task_id] = atask
+        atask.add_done_callback(lambda done, task_id=task_id: self._attempt_done(task_id, done))
 
-    def _attempt_done(self, task_id: str) -> None:
-        """Called by the attempt itself as it ends (a done callback would cost the next
-        task one more turn of the event loop)."""
+    def _attempt_done(self, task_id: str, atask: asyncio.Task[TaskResult]) -> None:
         del self.running[task_id]
         state = self.state[task_id]
         if state is TaskState.SUCCESS:
@@ -233,12 +233,6 @@ class Engine:
 
     # -- one attempt ----------------------------------------------------------------------
     async def _attempt(self, task_id: str, attempt: int) -> TaskResult:
-        try:
-            return await self._run_attempt(task_id, attempt)
-        finally:
-            self._attempt_done(task_id)
-
-    async def _run_attempt(self, task_id: str, attempt: int) -> TaskResult:
         spec = self.flow.tasks[task_id]
         task_type = self.types.get(spec.type)
         assert task_type is not None  # validation guarantees it
