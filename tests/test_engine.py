@@ -386,3 +386,37 @@ def test_a_task_gets_default_signal_handling_not_pythons(project: Project):
     project.write_tasks([bash("pipe", "yes | head -1; echo ${PIPESTATUS[@]}")])
     project.run_ok()
     assert project.task_log(project.last_run_id(), "pipe").read_text() == "y\n141 0\n"
+
+
+def test_cancel_in_the_turn_attempts_are_launched_still_ends_the_run(project: Project) -> None:
+    """Ctrl-C can land after the engine launched attempts but before their first step ran
+    (say, together with a SIGHUP that raised the limit). Such an attempt never runs its own
+    code; the run must end anyway, CANCELLED, instead of waiting for it forever."""
+    import asyncio
+
+    from mflow.engine import Engine
+    from mflow.inputs import load_inputs
+    from mflow.listener import RunListener
+    from mflow.settings import SettingsWatcher
+    from mflow.states import RunState, TaskState
+
+    project.write_config(max_process_concurrency=3)
+    project.write_tasks([bash(name, "sleep 30") for name in ("a", "b", "c")])
+    inputs = load_inputs(project.root / "config.json", True, project.root / "tasks.json")
+    engine = Engine(inputs.flow, inputs.types, SettingsWatcher(inputs.settings), RunListener(), 1)
+    launch = engine._fill
+
+    def launch_then_cancel() -> None:  # the cancel arrives in the same turn as the launch
+        engine._fill = launch
+        launch()
+        assert len(engine.running) == 3
+        engine.cancel()
+
+    engine._fill = launch_then_cancel
+
+    async def run_with_deadline():  # a hang fails the test instead of stalling the suite
+        return await asyncio.wait_for(engine.run(), 20)
+
+    outcome = asyncio.run(run_with_deadline())
+    assert outcome.state is RunState.CANCELLED
+    assert set(outcome.task_states.values()) == {TaskState.CANCELLED}
