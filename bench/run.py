@@ -518,31 +518,37 @@ FLOOR = [  # (what, Python code run with the benchmark's interpreter)
 
 def startup_floor(ctx: Ctx, args) -> dict:
     """What mflow's start-up is made of: the libraries it is built on, imported alone, and
-    mflow's and doit's whole one-task runs, in one alternated series -> {what: summary}."""
+    mflow's and doit's whole one-task runs, in one alternated series -> {what: summary}
+    (mflow's and doit's under their runner names)."""
     jobs = [Job(what, [sys.executable, "-c", code]) for what, code in FLOOR]
     names = ["mflow"] + (["doit"] if ctx.bins.get("core") and "doit" in args.runners else [])
     jobs += jobs_for(W.WORKLOADS["w0"], names, ctx)
-    for job in jobs[-len(names) :]:
-        job.runner = f"{PEER_LABEL[job.runner]}: whole w0 run"
     plan = Plan(args.warmup, max(args.n, 9), 20, min(args.timeout, 60))
     print(f"... startup_floor: {len(jobs)} commands, up to {plan.n} runs", file=sys.stderr)
     res = run_series("startup_floor", jobs, plan, ctx)
     shutil.rmtree(os.path.join(ctx.out, "scratch"), ignore_errors=True)
     os.makedirs(os.path.join(ctx.out, "scratch"), exist_ok=True)
+    # (warm-up runs stand in only for a command that timed out before any counted run)
     return {what: summarize(v["runs"] or v["warmup"]) for what, v in res.items()}
 
 
+def _floor_label(what: str) -> str:
+    return f"{PEER_LABEL[what]}: whole w0 run" if what in PEER_LABEL else what
+
+
 def floor_bounds(floor: dict, by: dict) -> list[str]:
-    """The targets the start-up floor alone rules out. Best case for mflow on a workload:
-    the libraries' start-up plus what make spends on the same tasks (make's wall minus its
-    own start-up), as if mflow's engine cost nothing more than make's."""
+    """The start-up-bound targets against a best case: the libraries' start-up plus what
+    make spends on the same tasks (make's wall minus its own w0 wall, so even w0's one
+    task is left out), as if the runner cost no more than make per task. A target whose
+    limit lies below its best case cannot be met unless the runner spends less per task
+    than make does."""
     libs = floor.get(FLOOR[4][0])
-    if not libs:
+    if not libs or libs["timed_out"] or libs["failed_runs"]:
         return []
     start = libs["wall_median"]
 
     def med(w, r):
-        s = by.get(w, {}).get(r)
+        s = floor.get(r) if w == "startup_floor" else by.get(w, {}).get(r)
         return None if not s or s["timed_out"] or s["failed_runs"] else s["wall_median"]
 
     def best(w):
@@ -554,7 +560,8 @@ def floor_bounds(floor: dict, by: dict) -> list[str]:
     if chain is not None and make_chain is not None:
         out.append(_bound("chain (w2) <= 2x make", 2 * make_chain, chain))
     for w in ("w0", "w2", "long_output"):
-        b, doit = best(w), med(w, "doit")
+        # doit's one-task time from the floor series, measured beside the libraries
+        b, doit = best(w), med("startup_floor" if w == "w0" else w, "doit")
         if b is not None and doit is not None:
             out.append(_bound(f"faster than doit on {w}", doit, b))
     b, luigi = best("w2"), med("w2", "luigi")
@@ -564,7 +571,7 @@ def floor_bounds(floor: dict, by: dict) -> list[str]:
 
 
 def _bound(target: str, limit: float, best: float) -> str:
-    verdict = "out of reach" if best > limit else "reachable"
+    verdict = "out of reach" if best > limit else "not ruled out"
     return f"{target}: limit {limit:.3f} s, best case {best:.3f} s: {verdict}"
 
 
@@ -578,9 +585,9 @@ def floor_report(floor: dict, by: dict) -> list[str]:
     L.append("|---|---|---|")
     for what, s in floor.items():
         lo, mid, hi = (s[k] * 1000 for k in ("wall_min", "wall_median", "wall_max"))
-        L.append(f"| {what} | {mid:.0f} | {lo:.0f}–{hi:.0f} |")
-    libs = floor.get(FLOOR[4][0])
-    doit = floor.get("doit: whole w0 run")
+        failed = " FAILED" if s["failed_runs"] or s["timed_out"] else ""
+        L.append(f"| {_floor_label(what)} | {mid:.0f}{failed} | {lo:.0f}–{hi:.0f} |")
+    libs, doit = floor.get(FLOOR[4][0]), floor.get("doit")
     if libs and doit:
         L.append(
             f"\nThe three libraries alone take {libs['wall_median'] * 1000:.0f} ms to start,"
@@ -592,8 +599,9 @@ def floor_report(floor: dict, by: dict) -> list[str]:
         L.append(
             "\nWhat that floor leaves of the start-up-bound targets. Best case = the three"
             " libraries' start-up + make's time for the same tasks (make's wall − make's w0),"
-            " as if mflow's engine cost no more than make's; a target whose limit is below"
-            " its best case cannot be met by any engine built on these libraries:\n"
+            " as if the runner cost no more than make per task; a target whose limit is"
+            " below its best case cannot be met on these libraries unless the runner spends"
+            " less per task than make does:\n"
         )
         L.extend(f"- {line}" for line in bounds)
     L.append("")

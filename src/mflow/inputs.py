@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,8 +197,6 @@ def prepare_log_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         # A probe of its own: several mflow may check the same folder at the same moment.
-        import tempfile  # not at the top: only this probe needs it, and every start would pay
-
         with tempfile.NamedTemporaryFile(dir=path, prefix=".mflow-write-test-"):
             pass
     except OSError as exc:

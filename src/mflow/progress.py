@@ -54,7 +54,8 @@ class Terminal:
 
 
 class PlainReporter(RunListener):
-    """One line per change, for logs, cron mail and pipes."""
+    """One line per change, for logs, cron mail and pipes. It makes its output block
+    buffered: the run flushes it a few times a second and at the end."""
 
     def __init__(self, run_id: int, out: Terminal | None = None):
         self.run_id = run_id

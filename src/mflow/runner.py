@@ -204,7 +204,7 @@ def execute(
     finally:
         reaper.close()
         inputs.types.close()
-    reporter.flush()
+        reporter.flush()  # the run's lines before any error about it
     out.write(summary(run_id, time.monotonic() - started, outcome) + "\n")
     out.flush()
     store.close()

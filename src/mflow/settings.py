@@ -14,7 +14,7 @@ from mflow.documents import load_document
 from mflow.envvars import EnvBlock, expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.modelcheck import check_model
-from mflow.tasktypes.base import MAX_SECONDS
+from mflow.tasktypes.base import MAX_SECONDS, empty_dict
 
 
 class SettingsModel(BaseModel):
@@ -28,7 +28,7 @@ class SettingsModel(BaseModel):
     # below 50 ms re-reading the file would cost more than it could ever be worth
     check_new_config_interval: float = Field(default=1.0, ge=0.05, le=3600)
     log_directory: str = "./logs/"
-    env: EnvBlock = Field(default_factory=lambda: {})  # not `dict`: see tasktypes.base.empty_list
+    env: EnvBlock = Field(default_factory=empty_dict)
     backend: str | None = None
     default_retries: int = Field(default=0, ge=0, le=1000)
     default_retry_delay: float = Field(default=10.0, ge=0, le=MAX_SECONDS)

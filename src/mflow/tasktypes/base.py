@@ -27,7 +27,8 @@ MAX_SECONDS = 31 * 24 * 3600.0  # a month: longer is surely a mistake
 
 def empty_list() -> list[Any]:
     """A default factory. Not `list` itself: pydantic reads a factory's signature, and for a
-    builtin that loads Python's tokenizer, ~3 ms of every start."""
+    builtin, inspect parses its text signature, which first compiles the tokenizer's large
+    regular expression: ~2 ms of every start."""
     return []
 
 
