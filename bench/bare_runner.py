@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The least a Python runner can do per task, against make -j2, in the same run.
 
-The bare runner starts N `true` processes two at a time exactly as mflow does (a pipe for
-the output, posix_spawn into a process group of their own, a pidfd and the pipe in one
-epoll set, the group killed and the child reaped at exit) and nothing else: no event
-loop, no states, no database, no logs. What mflow costs above it is its own bookkeeping.
+The bare runner starts N `true` processes two at a time the way mflow starts one (a pipe
+for the output, posix_spawn into a process group of its own, a pidfd and the pipe in one
+epoll set, the group killed and the child reaped at exit) and nothing else: no event loop,
+no program lookup, no states, no database, no logs. What mflow costs above it is its own
+bookkeeping. It times itself from its first spawn (its start-up, a few milliseconds, is
+left out) and make as a whole process.
 
   python3 bench/bare_runner.py             # 10,000 tasks, 3 rounds
   python3 bench/bare_runner.py -n 1000 -r 5

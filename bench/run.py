@@ -898,7 +898,7 @@ def mflow_version() -> str:
 def compile_mflow(mflow: str) -> str | None:
     """Byte-compile the measured mflow's package, as pip does when it installs one. An
     editable install under PYTHONDONTWRITEBYTECODE=1 never gets its .pyc files, and every
-    start would compile mflow's modules from source (~35 ms here) -> a note, or None."""
+    start would compile mflow's modules from source (~30 ms here) -> a note, or None."""
     python = os.path.join(os.path.dirname(mflow), "python")
     if not os.access(python, os.X_OK):
         return "mflow's byte code not compiled: no python beside the mflow executable"
