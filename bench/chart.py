@@ -6,6 +6,7 @@ Runs in the peers' venv (matplotlib is no project dependency); `make bench` call
 """
 
 import json
+import os
 import sys
 
 import matplotlib
@@ -13,16 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABEL = {
-    "mflow": "mflow",
-    "make": "make -j2",
-    "xargs": "xargs -P2",
-    "doit": "doit",
-    "luigi": "Luigi",
-    "snakemake": "Snakemake",
-    "prefect": "Prefect",
-}
-ORDER = list(LABEL)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import PEER_LABEL as LABEL  # noqa: E402  (the suite's names, standard library only)
+from run import RUNNERS as ORDER  # noqa: E402
 
 
 def panel(ax, items, title, unit):

@@ -260,12 +260,7 @@ class StateStore:
             .limit(limit)
             .offset(offset)
         )
-        with self.engine.connect() as conn:
-            runs = [dict(row._mapping) for row in conn.execute(query)]
-            counts = self._state_counts(conn, [run["run_id"] for run in runs])
-        for run in runs:
-            run["task_states"] = counts.get(run["run_id"], {})
-        return runs
+        return self._runs_with_counts(query)
 
     @_reporting_db_errors
     def count_runs(
@@ -332,12 +327,7 @@ class StateStore:
     def child_runs(self, run_id: int) -> list[dict[str, Any]]:
         """The nested flows' runs started by tasks of this run, oldest first."""
         query = select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.run_id)
-        with self.engine.connect() as conn:
-            runs = [dict(row._mapping) for row in conn.execute(query)]
-            counts = self._state_counts(conn, [run["run_id"] for run in runs])
-        for run in runs:
-            run["task_states"] = counts.get(run["run_id"], {})
-        return runs
+        return self._runs_with_counts(query)
 
     @_reporting_db_errors
     def latest_child_run(self, run_id: int, task_id: str) -> dict[str, Any] | None:
@@ -360,6 +350,15 @@ class StateStore:
                     select(t.runs.c.resumed_from).where(t.runs.c.run_id == current)
                 ).scalar()
         return None
+
+    def _runs_with_counts(self, query: Any) -> list[dict[str, Any]]:
+        """The runs `query` selects, each with `task_states`: its tasks counted by state."""
+        with self.engine.connect() as conn:
+            runs = [dict(row._mapping) for row in conn.execute(query)]
+            counts = self._state_counts(conn, [run["run_id"] for run in runs])
+        for run in runs:
+            run["task_states"] = counts.get(run["run_id"], {})
+        return runs
 
     @staticmethod
     def _state_counts(conn: Any, run_ids: Iterable[int]) -> dict[int, dict[str, int]]:
