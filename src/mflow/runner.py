@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
 from mflow import nesting
 from mflow.engine import Engine, RunOutcome
 from mflow.errors import EnvironmentFault, InternalError, UsageError
@@ -202,10 +200,7 @@ def execute(
     received: list[int] = []
     bugs: list[str] = []
     try:
-        # uvloop: the same asyncio API on libuv, whose loop turns cost less than the
-        # standard loop's; the engine takes several turns per task.
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            outcome = loop_runner.run(_run_with_signals(engine, received, bugs))
+        outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
         reaper.close()
         inputs.types.close()
