@@ -45,6 +45,10 @@ _ATTEMPT_COLUMNS = (
     "log_path",
     "details",
 )
+_INSERT_ATTEMPT = (
+    f"INSERT INTO mf_attempts (run_id, {', '.join(_ATTEMPT_COLUMNS)})"
+    f" VALUES (?, {', '.join('?' for _ in _ATTEMPT_COLUMNS)})"
+)
 
 
 class SqliteRunWriter:
@@ -197,14 +201,17 @@ class SqliteRunWriter:
         run_end: tuple[RunState, str | None] | None,
     ) -> None:
         now = sqlite_timestamp(utcnow())
-        # The recorder's dicts go to sqlite3 as they are: no Python runs per row (the
-        # timestamps are converted by the adapter below), which shows at 10,000 tasks.
-        # What every row of a batch shares is bound once, as SQL literals: an int and our
-        # own timestamp text, nothing a task file can put there.
         with _immediate(self.conn):
             if new_attempts:
-                self.conn.executemany(_insert_attempt(run_id), new_attempts)
+                self.conn.executemany(
+                    _INSERT_ATTEMPT,
+                    (
+                        (run_id, *(_sql_value(row[c]) for c in _ATTEMPT_COLUMNS))
+                        for row in new_attempts
+                    ),
+                )
             for row in changed_attempts:
+                row = {key: _sql_value(value) for key, value in row.items()}
                 columns = [key for key in row if not key.startswith("b_")]
                 self.conn.execute(
                     f"UPDATE mf_attempts SET {', '.join(f'{c} = :{c}' for c in columns)}"
@@ -214,9 +221,9 @@ class SqliteRunWriter:
             if task_changes:
                 self.conn.executemany(
                     "UPDATE mf_tasks SET state = :state, attempts = :attempts,"
-                    f" message = :message, updated_at = '{now}'"
-                    f" WHERE run_id = {run_id:d} AND task_id = :b_task",
-                    task_changes,
+                    " message = :message, updated_at = :now"
+                    " WHERE run_id = :b_run AND task_id = :b_task",
+                    ({"b_run": run_id, "now": now, **row} for row in task_changes),
                 )
             if run_end is None:
                 self.conn.execute(
@@ -230,17 +237,8 @@ class SqliteRunWriter:
                 )
 
 
-def _insert_attempt(run_id: int) -> str:
-    return (
-        f"INSERT INTO mf_attempts (run_id, {', '.join(_ATTEMPT_COLUMNS)})"
-        f" VALUES ({run_id:d}, {', '.join(':' + c for c in _ATTEMPT_COLUMNS)})"
-    )
-
-
-# Timestamps are stored as SQLAlchemy stores them, so both writers leave the same text.
-# (An adapter is the sqlite3 module's own way to bind a type; Python 3.12 deprecates its
-# default one for datetime.)
-sqlite3.register_adapter(datetime, sqlite_timestamp)
+def _sql_value(value: Any) -> Any:
+    return sqlite_timestamp(value) if isinstance(value, datetime) else value
 
 
 class _immediate:
