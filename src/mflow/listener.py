@@ -40,8 +40,10 @@ class RunListener:
 
 class Listeners(RunListener):
     """Fan every call out to several listeners, in order. A listener is called only for
-    what it overrides: the engine reports several changes per task, and at 10,000 tasks
-    each call to an empty method shows."""
+    what its class overrides (found once, here): the engine reports several changes per
+    task, and at 10,000 tasks each call to an empty method shows. So the listeners are
+    fixed at construction, and a method must be defined on the class, not set on an
+    instance."""
 
     def __init__(self, listeners: Sequence[RunListener]):
         self.listeners = list(listeners)
