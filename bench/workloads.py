@@ -139,12 +139,16 @@ def write_make(w: Workload, out: str, log: str) -> str:
     recipe = "\t@" + with_log(w.command, log).replace("$", "$$") + "\n"
 
     def lines():
-        yield ".PHONY: all\nall:"
-        for t, _ in w.deps():
-            yield " " + t
+        # One .PHONY line, as the reference writes it: make merges each further `.PHONY: t`
+        # line into the list it has, which costs it time quadratic in the number of tasks
+        # (25% more at 10,000 tasks, more at 100,000) and would flatter mflow.
+        for target in (".PHONY: all", "\nall:"):
+            yield target
+            for t, _ in w.deps():
+                yield " " + t
         yield "\n"
         for t, d in w.deps():
-            yield f".PHONY: {t}\n{t}:{''.join(' ' + x for x in d)}\n{recipe}"
+            yield f"{t}:{''.join(' ' + x for x in d)}\n{recipe}"
 
     return _write(os.path.join(out, "make", w.name + ".mk"), lines())
 
