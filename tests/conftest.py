@@ -327,6 +327,19 @@ class Project:
         return json.loads(result.stdout)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_flow_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """mflow keeps checked flows for warm starts under $XDG_CACHE_HOME: the suite's go to
+    a folder of its own, not to the user's cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("flow-cache"))
+    yield
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
     """An empty project with the default config.json; write the task file in the test."""

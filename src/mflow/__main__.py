@@ -1,5 +1,5 @@
 """`python -m mflow`."""
 
-from mflow.cli import main
+from mflow.launch import main
 
 main()

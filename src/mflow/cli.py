@@ -4,7 +4,6 @@ subclasses to theirs, and anything else is a bug (traceback, exit 70)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -149,12 +148,19 @@ def run(
             )
         _resume(resume_id, config, taskfile, datasources, force, dry_run)
         return
+    from mflow import warmstart
     from mflow.inputs import load_inputs
     from mflow.runner import choose_tasks, execute, exit_code
 
+    # The files as named on the command line, for a warm start of the same `run` later.
+    named = {"config": config, "taskfile": taskfile, "datasources": datasources}
+    paths = {name: str(path) for name, path in named.items() if path is not None}
+    before = warmstart.fingerprint(paths)
     inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE, datasources)
     _warn(inputs.warnings)
     selection = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
+    if selection is None and not dry_run:
+        warmstart.remember(paths, before, inputs)
     for note in selection.notes if selection else ():
         click.echo(f"note: {note}", err=True)
     if dry_run:
@@ -454,16 +460,9 @@ def _translate_go_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    code = run_cli(_translate_go_flags(sys.argv[1:] if argv is None else argv))
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass  # a reader that went away (`mflow runs | head`) is not an error
-    # Everything is written and closed by now; skipping the interpreter's teardown saves
-    # a good part of a short run's time (it unloads every imported module, one by one).
-    os._exit(code)
+    from mflow.launch import exit_now
+
+    exit_now(run_cli(_translate_go_flags(sys.argv[1:] if argv is None else argv)))
 
 
 def run_cli(args: list[str]) -> int:
@@ -481,36 +480,39 @@ def run_cli(args: list[str]) -> int:
         args = ["run", *args]  # `mflow` alone, or `mflow --taskfile x`, is `mflow run`
     try:
         cli.main(args, prog_name="mflow", standalone_mode=False)
-    except click.exceptions.Abort:
+    except BaseException as exc:
+        return report_failure(exc)
+    return 0
+
+
+def report_failure(exc: BaseException) -> int:
+    """Say what stopped a command, the same way for every command -> the exit code."""
+    if isinstance(exc, click.exceptions.Abort):
         click.echo("Aborted.", err=True)
         return 130
-    except click.ClickException as exc:
+    if isinstance(exc, click.ClickException):
         exc.show()
         return exc.exit_code
-    except InvalidFilesError as exc:
+    if isinstance(exc, InvalidFilesError):
         for problem in exc.problems:  # compiler style: one located problem per line
             click.echo(str(problem), err=True)
         _warn(exc.warnings)
         click.echo(f"Error: {exc.summary}", err=True)
         return exc.exit_code
-    except InternalError as exc:
+    if isinstance(exc, InternalError):
         click.echo(
             f"{exc}\nmflow hit an internal error (a bug); please report the above.", err=True
         )
         return exc.exit_code
-    except MflowError as exc:
+    if isinstance(exc, MflowError):
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         return 130
-    except SystemExit as exc:
+    if isinstance(exc, SystemExit):
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         return 0
-    except BaseException:
-        traceback.print_exc()
-        click.echo(
-            "mflow hit an internal error (a bug); please report the traceback above.", err=True
-        )
-        return 70
-    return 0
+    traceback.print_exception(exc)
+    click.echo("mflow hit an internal error (a bug); please report the traceback above.", err=True)
+    return 70

@@ -15,17 +15,18 @@ from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mflow.checked import Flow, SettingsWatcher
 from mflow.envvars import expand
-from mflow.flow import Flow
 from mflow.listener import RunListener
 from mflow.liveness import signal_group
 from mflow.logs import task_log_path
-from mflow.settings import SettingsWatcher
 from mflow.states import RunState, TaskState, check_transition
-from mflow.tasktypes import TaskTypes
-from mflow.tasktypes.base import MAX_SECONDS, TaskContext, TaskResult
+from mflow.tasktypes.context import MAX_SECONDS, TaskContext, TaskResult
+
+if TYPE_CHECKING:
+    from mflow.tasktypes.registry import TaskTypes
 
 FLUSH_INTERVAL_S = 0.25
 

@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mflow import nesting
+from mflow.checked import Flow
 from mflow.documents import Document, load_document
 from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
+from mflow.logs import log_name_part
 from mflow.modelcheck import check_model, key_in_any_case, lower_case_keys, suggest
-from mflow.tasktypes import TaskTypes, TypeLoadError
 from mflow.tasktypes.base import TaskSpec
+from mflow.tasktypes.registry import TaskTypes, TypeLoadError
 
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.@+=-]")
 MAX_ID_LENGTH = 200  # a log file name holds it, and so does a VARCHAR(255) column
-
-
-def log_name_part(task_id: str) -> str:
-    """A task id made safe for a file name (the id itself may hold any character)."""
-    return _UNSAFE_FILENAME.sub("_", task_id)
-
-
-@dataclass(frozen=True)
-class Flow:
-    """A validated task file: tasks in file order, all dependencies known, no cycle."""
-
-    path: Path
-    tasks: dict[str, TaskSpec]
-    graph: Graph
-    warnings: tuple[Problem, ...] = ()
-
-    @property
-    def folder(self) -> Path:
-        return self.path.parent
 
 
 class _Checker:

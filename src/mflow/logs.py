@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mflow.clock import utc_clock
 from mflow.errors import EnvironmentFault
-from mflow.flow import log_name_part
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
 
 MASTER_LOG = "mflow.log"
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.@+=-]")
+
+
+def log_name_part(task_id: str) -> str:
+    """A task id made safe for a file name (the id itself may hold any character)."""
+    return _UNSAFE_FILENAME.sub("_", task_id)
 
 
 def task_log_path(log_directory: Path, run_id: int, task_id: str, attempt: int) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mflow.checked import Flow
 from mflow.errors import UsageError
-from mflow.flow import Flow
 from mflow.states import RunState, TaskState
 from mflow.store.rows import stored_depends
 

@@ -13,25 +13,30 @@ import traceback
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mflow import nesting
+from mflow.checked import Flow, Inputs, SettingsWatcher
 from mflow.engine import Engine, RunOutcome
+from mflow.envvars import RUN_ID_VARIABLE
 from mflow.errors import EnvironmentFault, InternalError, UsageError
-from mflow.flow import Flow
-from mflow.inputs import RUN_ID_VARIABLE, Backend, Inputs, load_inputs, open_run_writer
 from mflow.listener import Listeners
 from mflow.logs import MasterLog
-from mflow.modelcheck import suggest
 from mflow.nesting import ParentLink
 from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
 from mflow.reaper import TOKEN_VARIABLE, ReaperLink
 from mflow.resume import ResumePlan, plan_resume
-from mflow.settings import SettingsWatcher
+from mflow.statedb import Backend, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
 from mflow.store.rows import TaskRow
-from mflow.tasktypes.base import TaskSpec
+from mflow.warmstart import CheckedTask
+
+if TYPE_CHECKING:
+    from mflow.tasktypes.base import TaskSpec
+
+# No pydantic on this module's imports (checked.py says why): the models and the loading
+# of files are imported where a function needs them.
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ def choose_tasks(
         raise UsageError(f"{option}: give {'task ids' if option == '--only' else 'one task id'}")
     for name in names:
         if name not in flow.tasks:
+            from mflow.modelcheck import suggest
+
             raise UsageError(
                 f"{option}: no task '{name}' in {flow.path}{suggest(name, flow.tasks)}"
             )
@@ -96,7 +103,7 @@ def prepare_resume(
 ) -> tuple[Inputs, ResumePlan]:
     """Load the files of the run to resume (unless others are named) and plan the resume.
     `backend`: the state database, instead of the one config.json names."""
-    from mflow.inputs import NoStateDatabase, load_backend, open_store
+    from mflow.inputs import NoStateDatabase, load_backend, load_inputs, open_store
 
     settings, named_backend = load_backend(config, datasources)
     backend = backend or named_backend
@@ -139,7 +146,9 @@ def task_rows(inputs: Inputs, task_ids: list[str]) -> list[TaskRow]:
     return rows
 
 
-def task_digest(spec: TaskSpec) -> str:
+def task_digest(spec: TaskSpec | CheckedTask) -> str:
+    if isinstance(spec, CheckedTask):  # a warm start's task: its model's digest, kept
+        return spec.digest
     return hashlib.blake2b(spec.model_dump_json().encode(), digest_size=8).hexdigest()
 
 
@@ -252,7 +261,7 @@ def run_nested(
     """`mflow run` started by a parent's `mflow` task: recorded in the parent's database,
     and continuing the same task's last nested run if it did not succeed. None: nothing
     was left to run."""
-    from mflow.inputs import open_store
+    from mflow.inputs import load_inputs, open_store
     from mflow.settings import load_settings
 
     link.check_taskfile(taskfile)

@@ -29,7 +29,7 @@ def check_name(name: str) -> None:
         )
     if keyword.iskeyword(name):
         raise UsageError(f"'{name}' is a Python keyword; choose another type name")
-    from mflow.tasktypes import BUILTIN_TYPES
+    from mflow.tasktypes.registry import BUILTIN_TYPES
 
     if name in BUILTIN_TYPES:
         raise UsageError(
@@ -98,7 +98,7 @@ def _name_taken(name: str) -> list[str]:
     """A note if an installed plugin already registers `name` (one of the two would lose)."""
     from importlib.metadata import entry_points
 
-    from mflow.tasktypes import ENTRY_POINT_GROUP
+    from mflow.tasktypes.registry import ENTRY_POINT_GROUP
 
     notes = []
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mflow.checked import Settings, SettingsWatcher  # re-exported
 from mflow.datasources import sqlite_relative_to
 from mflow.documents import load_document
-from mflow.envvars import EnvBlock, expand, unset_names
+from mflow.envvars import expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
-from mflow.modelcheck import check_model
+from mflow.modelcheck import EnvBlock, check_model
 from mflow.tasktypes.base import MAX_SECONDS, empty_dict
 
 
@@ -70,21 +70,6 @@ class SettingsModel(BaseModel):
         return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Settings with paths resolved and env expanded, ready to use."""
-
-    source: Path | None  # None: no config.json, defaults only
-    model: SettingsModel
-    log_directory: Path
-    env: dict[str, str]  # config env, expanded; merged over the process env at run time
-    warnings: tuple[Problem, ...] = ()
-
-    @property
-    def max_process_concurrency(self) -> int:
-        return self.model.max_process_concurrency
-
-
 def load_settings(path: Path, *, required: bool) -> Settings:
     """Read config.json. A missing default file means defaults; a missing named file is an error."""
     try:
@@ -135,36 +120,4 @@ def load_settings(path: Path, *, required: bool) -> Settings:
     return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
 
 
-class SettingsWatcher:
-    """Re-reads config.json when it changes, so a new limit applies without a restart."""
-
-    def __init__(self, settings: Settings):
-        self.current = settings
-        self._stamp = self._read_stamp()
-        self.last_error: str | None = None
-
-    def _read_stamp(self) -> tuple[int, int] | None:
-        if self.current.source is None:
-            return None
-        try:
-            st = os.stat(self.current.source)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def poll(self) -> bool:
-        """Reload if the file changed. True when the settings were replaced."""
-        stamp = self._read_stamp()
-        if stamp is None or stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        assert self.current.source is not None
-        try:
-            self.current = load_settings(self.current.source, required=True)
-        except (InvalidFilesError, EnvironmentFault) as exc:
-            # Keep the old settings; the caller reports the problems.
-            problems = getattr(exc, "problems", None)
-            self.last_error = "\n".join(map(str, problems)) if problems else str(exc)
-            return False
-        self.last_error = None
-        return True
+__all__ = ["Settings", "SettingsModel", "SettingsWatcher", "load_settings"]

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from mflow.tasktypes import BUILTIN, Registration, TaskTypes, TypeLoadError
 from mflow.tasktypes.base import TaskSpec, TaskType
+from mflow.tasktypes.registry import BUILTIN, Registration, TaskTypes, TypeLoadError
 from mflow.views import _columns
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mflow.liveness import signal_group
-from mflow.tasktypes.base import TaskContext, TaskResult, create_log
+from mflow.tasktypes.context import TaskContext, TaskResult, create_log
 
 _CHUNK = 1 << 20
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)

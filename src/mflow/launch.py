@@ -1,0 +1,31 @@
+"""The `mflow` program: a warm start when one applies (warmstart.py), else the command line.
+
+Kept apart from cli.py so that a warm start loads neither click nor the models."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    from mflow import warmstart
+
+    code = warmstart.run(sys.argv[1:])
+    if code is None:
+        from mflow.cli import main as command_line
+
+        command_line()
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # a reader that went away (`mflow runs | head`) is not an error
+    # Everything is written and closed by now; skipping the interpreter's teardown saves
+    # a good part of a short run's time (it unloads every imported module, one by one).
+    os._exit(code)

@@ -1,0 +1,83 @@
+"""Where run state lives (Backend), and opening it: for a run, or for reading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mflow.errors import EnvironmentFault, UsageError
+
+if TYPE_CHECKING:
+    from mflow.checked import Settings
+    from mflow.store.sqlite_writer import SqliteRunWriter
+    from mflow.store.store import StateStore
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where run state lives: a SQLAlchemy URL (password included: show `display`)."""
+
+    url: str
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    display: str = ""
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file of a plain SQLite backend, else None."""
+        prefix = "sqlite:///"
+        if not self.url.startswith(prefix) or "?" in self.url or self.url.endswith(":memory:"):
+            return None
+        return Path(self.url[len(prefix) :])
+
+
+class NoStateDatabase(UsageError):
+    """A read-only command found no state database where config.json says it is."""
+
+
+def open_store(settings: Settings, backend: Backend, *, create: bool = True) -> StateStore:
+    """The store for reading and for non-SQLite backends. (Imports SQLAlchemy.)
+    With create=False a missing SQLite file is an error rather than a new database."""
+    from mflow.store.store import StateStore
+
+    read_only = False
+    path = backend.sqlite_path
+    if not create and path is not None:
+        if not path.exists():
+            where = settings.source or "./config.json (not found)"
+            raise NoStateDatabase(
+                f"no state database at {path}, where {where} puts it; "
+                "run a flow first, or give the --config it was run with"
+            )
+        read_only = not os.access(path, os.W_OK)  # looking needs no write permission
+    if create:
+        prepare_log_directory(settings.log_directory)
+    return StateStore(backend.url, read_only=read_only, connect_args=backend.connect_args)
+
+
+def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | StateStore:
+    """What `mflow run` records through: a lean sqlite3 writer for a plain SQLite file."""
+    path = backend.sqlite_path
+    if path is None:
+        return open_store(settings, backend)
+    from mflow.store.sqlite_writer import SqliteRunWriter
+
+    prepare_log_directory(settings.log_directory)
+    if path.parent != settings.log_directory:
+        prepare_log_directory(path.parent)
+    return SqliteRunWriter(path)
+
+
+def prepare_log_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # A probe of its own: several mflow may check the same folder at the same moment.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".mflow-write-test-"):
+            pass
+    except OSError as exc:
+        raise EnvironmentFault(
+            f"log_directory {path} is not usable: {exc.strerror or exc}; "
+            "create it or point log_directory elsewhere"
+        ) from None
