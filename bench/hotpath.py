@@ -42,7 +42,7 @@ class NoProcessType(TaskType):
 def _run_flow(folder: Path, task_type: str, n: int) -> float:
     from mflow.inputs import load_inputs
     from mflow.runner import execute
-    from mflow.tasktypes import BUILTIN_TYPES
+    from mflow.tasktypes.registry import BUILTIN_TYPES
 
     folder.mkdir()
     tasks = [{"id": f"t{i}", "type": task_type, "command": "true"} for i in range(n)]
