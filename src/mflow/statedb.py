@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,11 +73,25 @@ def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | S
 def prepare_log_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        # A probe of its own: several mflow may check the same folder at the same moment.
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".mflow-write-test-"):
-            pass
+        _write_probe(path)
     except OSError as exc:
         raise EnvironmentFault(
             f"log_directory {path} is not usable: {exc.strerror or exc}; "
             "create it or point log_directory elsewhere"
         ) from None
+
+
+def _write_probe(folder: Path) -> None:
+    """Write a file in `folder` and let it go. A file without a name where the system can
+    make one (as task logs are made): nothing to clean up, no clash with another mflow
+    checking the same folder at the same moment."""
+    try:
+        os.close(os.open(folder, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600))
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    import tempfile  # a file system without unnamed files
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".mflow-write-test-"):
+        pass
