@@ -152,14 +152,16 @@ def run(
     from mflow.inputs import load_inputs
     from mflow.runner import choose_tasks, execute, exit_code
 
-    # The files as named on the command line, for a warm start of the same `run` later.
+    # A plain run of the whole flow: keep the checked files for a warm start of the same
+    # command line (the files as named there) next time.
     named = {"config": config, "taskfile": taskfile, "datasources": datasources}
     paths = {name: str(path) for name, path in named.items() if path is not None}
-    before = warmstart.fingerprint(paths)
+    plain = not (task_id or from_id or only or dry_run) and warmstart.applies()
+    before = warmstart.fingerprint(paths) if plain else None
     inputs = load_inputs(*_config(config), taskfile or DEFAULT_TASKFILE, datasources)
     _warn(inputs.warnings)
     selection = choose_tasks(inputs.flow, task=task_id, from_=from_id, only=only)
-    if selection is None and not dry_run:
+    if before is not None:
         warmstart.remember(paths, before, inputs)
     for note in selection.notes if selection else ():
         click.echo(f"note: {note}", err=True)

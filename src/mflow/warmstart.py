@@ -43,15 +43,14 @@ _FORMAT = 1  # of the cache file; bump when what it holds changes
 def run(argv: list[str]) -> int | None:
     """Run the flow warm and return the exit code, or None: take the usual way."""
     paths = file_arguments(argv)
-    if paths is None or not _applies():
+    if paths is None or not applies():
         return None
-    cache = cache_file(paths)
     try:
-        with open(cache, "rb") as f:
+        with open(cache_file(paths), "rb") as f:
             kept = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # none kept (or the current folder is gone)
         return None
-    if kept.get("fingerprint") != fingerprint(paths):
+    if not isinstance(kept, dict) or kept.get("fingerprint") != fingerprint(paths):
         return None
     try:
         inputs, warnings = _inputs(kept)
@@ -92,7 +91,8 @@ def file_arguments(argv: list[str]) -> dict[str, str] | None:
     return given
 
 
-def _applies() -> bool:
+def applies() -> bool:
+    """Whether this process could start warm, or keep a flow for a warm start."""
     from mflow.nesting import PARENT_VARIABLE
 
     return (
@@ -146,12 +146,15 @@ def _code_stamp() -> int:
 
 def remember(paths: dict[str, str], before: str, inputs: Inputs) -> None:
     """Keep the checked `inputs` for the next run, if a warm start could use them and the
-    files did not change while they were checked (`before`: their fingerprint then)."""
+    files did not change while they were checked (`before`: their fingerprint then).
+    Called only where applies() holds."""
     backend = inputs.backend
     tasks = inputs.flow.tasks.values()
-    if backend is None or backend.sqlite_path is None or not _applies():
+    if backend is None or backend.sqlite_path is None:
         return
-    if any(type(spec).__name__ != "BashSpec" or spec.type != "bash" for spec in tasks):
+    from mflow.tasktypes.bash import BashSpec
+
+    if any(type(spec) is not BashSpec or spec.type != "bash" for spec in tasks):
         return
     if fingerprint(paths) != before:
         return
