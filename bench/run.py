@@ -92,6 +92,7 @@ ORDER = [
 ]
 QUICK = ["w0", "startup_floor", "w1", "w2", "w3", "long_output", "validate", "w1_10k"]
 POLL_S = 0.05  # VmHWM sampling period
+SHORT = ("w0", "w2", "long_output", "validate")  # twice the counted runs
 BIG_BUDGET_S = 300  # a peer whose 10k run predicts more than this at 100k is skipped there
 
 
@@ -115,6 +116,8 @@ def plan_for(name: str, args) -> Plan:
         return Plan(args.warmup, args.n, 60 if not args.quick else 30, min(args.timeout, 240))
     if name.startswith("validate_"):
         return Plan(args.warmup, min(args.n, 3), 20, min(args.timeout, 60))
+    if name in SHORT:  # runs of a fraction of a second: a stray job moves one a lot
+        return Plan(args.warmup, 2 * args.n, 20, min(args.timeout, 120))
     return Plan(args.warmup, args.n, 20, min(args.timeout, 120))
 
 
@@ -291,6 +294,9 @@ def run_series(name: str, jobs: list[Job], plan: Plan, ctx: Ctx) -> dict:
         for job in list(active):
             if job.prepare:
                 job.prepare()
+            # No writeback left over from the run before (Snakemake's thousand marker files,
+            # a 200 MB log) to land on this one: the next runner in the rotation would pay.
+            os.sync()
             r = measure(job, plan.timeout, errfile)
             slot = res[job.runner]["warmup" if warm else "runs"]
             slot.append(r)
