@@ -75,7 +75,7 @@ def main():
         0.5,
         -0.02,
         f"{meta['date']} · {meta['cpu']}, {meta['cpus']} cores · {meta['system']} · "
-        f"medians of up to {meta['n']} runs · mflow {meta['mflow']}",
+        f"medians of up to {meta['n']} runs ({2 * meta['n']} for one task and the chain) · mflow {meta['mflow']}",
         ha="center",
         fontsize=8,
         color="#555555",

@@ -25,7 +25,7 @@ a warm-up round; a runner leaves the rotation after N counted runs or once its c
 runs exceed the workload's time budget (at least one counted run). Slow peers are skipped
 where a run would take minutes to hours; every skip is recorded with its reason.
 
-  python3 bench/run.py                      # the full suite (about 25 minutes on 2 cores)
+  python3 bench/run.py                      # the full suite (about 30 minutes on 2 cores)
   python3 bench/run.py --quick              # a few minutes: no 100k, no slow peers, n=3
   python3 bench/run.py --only w1,w2 --runners mflow,make -n 9
 
