@@ -177,3 +177,15 @@ def test_the_cache_holds_no_secret_and_is_the_users_alone(project: Project):
     assert "s3cr3t-value" not in text and "token-of-at-least" not in text
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
+
+
+def test_a_relative_cache_home_is_ignored_as_the_xdg_spec_says(project: Project):
+    project.write_tasks([bash("a", "true")])
+    home = project.root.parent / f"{project.root.name}-home"
+    env = {"XDG_CACHE_HOME": "relative", "HOME": str(home), "PYTHONPROFILEIMPORTTIME": "1"}
+    project.mflow("run", env=env)
+    second = project.mflow("run", env=env)
+    assert_exit(second, 0)
+    assert was_warm(second)
+    assert len(list((home / ".cache" / "mflow").iterdir())) == 1
+    assert not (project.root / "relative").exists()

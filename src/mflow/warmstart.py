@@ -109,7 +109,9 @@ def cache_file(paths: dict[str, str]) -> Path:
 
 
 def cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, empty or relative: to be ignored, says the XDG spec
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base, "mflow")
 
 
