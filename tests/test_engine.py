@@ -323,22 +323,6 @@ def test_task_without_output_leaves_no_log_file(project: Project) -> None:
     assert project.task_log(1, "loud").read_text() == "hi\n"
 
 
-def test_stdout_and_stderr_share_the_log_in_the_order_written(project: Project) -> None:
-    project.write_tasks([bash("mixed", "echo one; echo two >&2; echo three; echo four >&2")])
-    project.run_ok()
-    assert project.task_log(1, "mixed").read_text() == "one\ntwo\nthree\nfour\n"
-
-
-def test_a_running_tasks_output_is_in_its_log_before_it_ends(project: Project) -> None:
-    project.write_tasks([bash("slow", "echo started; sleep 60")])
-    run = project.start("run")
-    log = project.task_log(1, "slow")
-    wait_for(lambda: log.exists() and log.read_text() == "started\n", what="the first line")
-    assert project.task_states(1) == {"slow": "RUNNING"}
-    run.popen.send_signal(signal.SIGTERM)
-    assert_exit(run.wait(), 143)
-
-
 def test_master_log_has_run_id_and_state_changes(project: Project) -> None:
     project.write_tasks([bash("first", "echo 1"), bash("second", "exit 4", "first")])
     assert_exit(project.mflow("run"), 1)

@@ -2,12 +2,10 @@
 
 - The program gets its own process group, so a timeout or a cancel stops the whole tree,
   and when the program exits, anything it left running in its group is killed too.
-- Output (stdout and stderr together) goes straight to the task log, a file the task
-  writes itself (direct_log.py). Where that cannot be, and where mflow must see the lines
-  (`on_line`), it comes through a pipe and is spliced into the log by the kernel. Either
-  way mflow's memory does not grow with it, and the log file is made at the first byte,
-  so a task that prints nothing costs no file (file creation is slow on some file
-  systems, often slower than the spawn itself).
+- Output (stdout and stderr together) comes through a pipe and is spliced into the task
+  log by the kernel: mflow's memory does not grow with it. The log file is created at the
+  first byte, so a task that prints nothing costs no file (file creation is slow on some
+  file systems, often slower than the spawn itself).
 - The exit is awaited through a pidfd on the event loop: no polling, no thread per task.
 """
 
@@ -24,7 +22,6 @@ from pathlib import Path
 
 from mflow.liveness import signal_group
 from mflow.tasktypes.context import TaskContext, TaskResult, create_log
-from mflow.tasktypes.direct_log import PUBLISH_TICK_S, DirectLog
 
 _CHUNK = 1 << 20
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -72,18 +69,16 @@ async def run_process(
     program = resolve_program(argv[0], env)
     if program is None:
         return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError(), as_bash)
-    direct = None if on_line or header is not None else DirectLog.open(ctx.log_path)
-    read_fd, write_fd = (None, direct.fd) if direct else os.pipe()
+    read_fd, write_fd = os.pipe()
     try:
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
-        os.close(read_fd if read_fd is not None else write_fd)
+        os.close(read_fd)
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
     finally:
-        if read_fd is not None:
-            os.close(write_fd)  # the child holds the pipe's end now
+        os.close(write_fd)
     ctx.on_process(pid)
-    child = _Child(pid, read_fd, ctx.log_path, _Lines(on_line) if on_line else None, direct)
+    child = _Child(pid, read_fd, ctx.log_path, _Lines(on_line) if on_line else None)
     if header is not None:
         child.start_log(header.encode())
     try:
@@ -133,12 +128,9 @@ class _Watcher:
     loop.add_reader builds several objects (it showed in profiles of 10,000-task runs)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
         self._epoll = select.epoll()
         self._handlers: dict[int, Callable[[], None]] = {}
         loop.add_reader(self._epoll.fileno(), self._dispatch)
-        self._unnamed: set[DirectLog] = set()  # direct logs of running tasks, still unnamed
-        self._ticking = False
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         self._handlers[fd] = handler
@@ -147,22 +139,6 @@ class _Watcher:
     def remove(self, fd: int) -> None:
         del self._handlers[fd]
         self._epoll.unregister(fd)
-
-    def watch_log(self, log: DirectLog) -> None:
-        """Name `log` within a tick of the task's first output (one timer for all tasks)."""
-        self._unnamed.add(log)
-        if not self._ticking:
-            self._ticking = True
-            self._loop.call_later(PUBLISH_TICK_S, self._name_logs)
-
-    def unwatch_log(self, log: DirectLog) -> None:
-        self._unnamed.discard(log)
-
-    def _name_logs(self) -> None:
-        self._unnamed = {log for log in self._unnamed if not log.name_if_written()}
-        self._ticking = bool(self._unnamed)
-        if self._ticking:
-            self._loop.call_later(PUBLISH_TICK_S, self._name_logs)
 
     def _dispatch(self) -> None:
         for fd, _ in self._epoll.poll(0):
@@ -186,14 +162,7 @@ def _watcher(loop: asyncio.AbstractEventLoop) -> _Watcher:
 class _Child:
     """One spawned process: its output pipe, its exit, and the means to stop its group."""
 
-    def __init__(
-        self,
-        pid: int,
-        read_fd: int | None,
-        log_path: Path,
-        lines: _Lines | None = None,
-        direct: DirectLog | None = None,
-    ):
+    def __init__(self, pid: int, read_fd: int, log_path: Path, lines: _Lines | None = None):
         self.loop = asyncio.get_running_loop()
         self.pid = pid
         self.returncode: int | None = None
@@ -207,12 +176,7 @@ class _Child:
         self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
         self._watcher.add(self._pidfd, self._on_exit)
-        self._direct = direct
-        if direct is not None:
-            self._watcher.watch_log(direct)
-        else:
-            assert read_fd is not None
-            self._watcher.add(read_fd, self._on_output)
+        self._watcher.add(read_fd, self._on_output)
 
     def _on_exit(self) -> None:
         self._watcher.remove(self._pidfd)
@@ -222,10 +186,6 @@ class _Child:
         signal_group(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
-        if self._direct is not None:  # the group is gone: nothing writes to it any more
-            self._watcher.unwatch_log(self._direct)
-            self._direct.close()
-            self.log_error = self._direct.error
         self._maybe_done()
 
     def _on_output(self) -> None:
