@@ -323,6 +323,38 @@ def test_task_without_output_leaves_no_log_file(project: Project) -> None:
     assert project.task_log(1, "loud").read_text() == "hi\n"
 
 
+def test_stdout_and_stderr_share_the_log_in_the_order_written(project: Project) -> None:
+    project.write_tasks([bash("mixed", "echo one; echo two >&2; echo three; echo four >&2")])
+    project.run_ok()
+    assert project.task_log(1, "mixed").read_text() == "one\ntwo\nthree\nfour\n"
+
+
+def test_writing_to_dev_stderr_keeps_what_the_task_printed_before(project: Project) -> None:
+    # Shell scripts reopen their own output (`> /dev/stderr`, `tee /dev/stderr`). Were that
+    # output the log file itself, each reopening would truncate it; through a pipe it cannot.
+    project.write_tasks(
+        [
+            bash("e", "echo one; echo two > /dev/stderr; echo three"),
+            bash("t", "echo first; echo second | tee /dev/stderr; echo third"),
+        ]
+    )
+    project.run_ok()
+    assert project.task_log(1, "e").read_text() == "one\ntwo\nthree\n"
+    assert project.task_log(1, "t").read_text() == "first\nsecond\nsecond\nthird\n"
+
+
+def test_a_running_tasks_output_is_in_its_log_before_it_ends(project: Project) -> None:
+    project.write_tasks([bash("slow", "echo started; sleep 60")])
+    run = project.start("run")
+    log = project.task_log(1, "slow")
+    wait_for(lambda: log.exists() and log.read_text() == "started\n", what="the first line")
+    # (states are written a few times a second: the first line may come before RUNNING)
+    wait_for(lambda: project.task_states(1) == {"slow": "RUNNING"}, what="RUNNING recorded")
+    assert log.read_text() == "started\n"  # the task is still going
+    run.popen.send_signal(signal.SIGTERM)
+    assert_exit(run.wait(), 143)
+
+
 def test_master_log_has_run_id_and_state_changes(project: Project) -> None:
     project.write_tasks([bash("first", "echo 1"), bash("second", "exit 4", "first")])
     assert_exit(project.mflow("run"), 1)
