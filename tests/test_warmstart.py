@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import Project, Result, assert_exit, bash, problems, warnings
+from conftest import Project, Result, assert_exit, bash, problems, tasks_json, warnings
 
 
 def run(project: Project, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -189,3 +191,68 @@ def test_a_relative_cache_home_is_ignored_as_the_xdg_spec_says(project: Project)
     assert was_warm(second)
     assert len(list((home / ".cache" / "mflow").iterdir())) == 1
     assert not (project.root / "relative").exists()
+
+
+def test_a_switched_symlink_is_another_flow(project: Project):
+    for version in ("v1", "v2"):
+        folder = project.root / version
+        folder.mkdir()
+        (folder / "tasks.json").write_text(tasks_json([bash("a", f"echo {version}")]))
+        (folder / "config.json").write_text("{}")
+    current = project.root / "current"
+    current.symlink_to("v1")
+    args = ["--config", "current/config.json", "--taskfile", "current/tasks.json"]
+    run(project, *args)
+    assert was_warm(run(project, *args))
+    current.unlink()
+    current.symlink_to("v2")  # a release switched: the same bytes, another folder
+    switched = run(project, *args)
+    assert_exit(switched, 0)
+    assert not was_warm(switched)
+    assert (project.root / "v2" / "logs" / "master_1_task_a.log").read_text() == "v2\n"
+
+
+def test_a_variable_written_with_escapes_is_never_kept(project: Project):
+    name = "MFLOW_TEST_ESCAPED"
+    assert name not in os.environ
+    project.write_tasks(
+        '{"tasks": [{"id": "a", "type": "bash", "command": "echo $X",'
+        ' "env": {"X": "\\u0024{MFLOW_TEST_ESCAPED}"}}]}'
+    )
+    run(project, env={name: "set"})
+    unset = run(project)
+    assert_exit(unset, 2)  # checked again, so the unset variable is reported
+    assert "${MFLOW_TEST_ESCAPED} is set neither" in unset.stderr
+
+
+def test_a_pipe_in_place_of_an_input_file_is_reported_not_waited_on(project: Project):
+    project.write_tasks([bash("a", "true")])
+    os.mkfifo(project.root / "oracle.json")
+    result = run(project)
+    assert_exit(result, 2)
+    assert "oracle.json" in result.stderr
+
+
+def test_a_run_from_a_deleted_folder_still_runs(project: Project):
+    project.write_tasks([bash("a", "true")])
+    gone = project.root / "gone"
+    gone.mkdir()
+    args = [
+        "--config",
+        str(project.root / "config.json"),
+        "--taskfile",
+        str(project.root / "tasks.json"),
+    ]
+    code = (
+        "import os, subprocess, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]);"
+        "sys.exit(subprocess.run([sys.executable, '-m', 'mflow', 'run', *sys.argv[2:]]).returncode)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(gone), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache(project))},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +38,7 @@ FILE_OPTIONS = ("config", "taskfile", "datasources")
 DEFAULTS = {"config": "config.json", "taskfile": "tasks.json", "datasources": "oracle.json"}
 KEEP_FILES = 200  # cache files kept; the least recently written go first
 _VARIABLE = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ESCAPED_DOLLAR = re.compile(rb"\\(?:u0024|x24|U00000024)")  # JSON and YAML escapes of "$"
 _FORMAT = 1  # of the cache file; bump when what it holds changes
 
 
@@ -46,18 +48,15 @@ def run(argv: list[str]) -> int | None:
     if paths is None or not applies():
         return None
     try:
-        with open(cache_file(paths), "rb") as f:
-            kept = json.load(f)
-    except (OSError, ValueError):  # none kept (or the current folder is gone)
+        found = _kept_inputs(paths)
+    except KeyboardInterrupt:
+        _say("Aborted.")  # as the command line says it
+        return 130
+    if found is None:
         return None
-    if not isinstance(kept, dict) or kept.get("fingerprint") != fingerprint(paths):
-        return None
-    try:
-        inputs, warnings = _inputs(kept)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None  # a cache file of another shape: check the files
+    inputs, warnings = found
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        _say(f"warning: {warning}")
     from mflow.runner import execute, exit_code
 
     try:
@@ -66,6 +65,34 @@ def run(argv: list[str]) -> int | None:
         from mflow.cli import report_failure  # what every command says of a failure
 
         return report_failure(exc)
+
+
+def _kept_inputs(paths: dict[str, str]) -> tuple[Inputs, list[str]] | None:
+    """The inputs kept for these files, if they are still what was checked."""
+    try:
+        with open(cache_file(paths), "rb") as f:
+            if not _yours(os.fstat(f.fileno()), os.stat(os.path.dirname(f.name))):
+                return None
+            kept = json.load(f)
+    except (OSError, ValueError):  # none kept (or no cache folder, or no current folder)
+        return None
+    if not isinstance(kept, dict) or kept.get("fingerprint") != fingerprint(paths):
+        return None
+    try:
+        return _inputs(kept)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a cache file of another shape: check the files
+
+
+def _yours(*stats: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else: a file another user could have
+    written would have mflow run their commands."""
+    return all(st.st_uid == os.getuid() and not st.st_mode & 0o022 for st in stats)
+
+
+def _say(text: str) -> None:
+    if sys.stderr is not None:  # started with it closed: the command line says nothing either
+        print(text, file=sys.stderr)
 
 
 def file_arguments(argv: list[str]) -> dict[str, str] | None:
@@ -109,22 +136,34 @@ def cache_file(paths: dict[str, str]) -> Path:
 
 
 def cache_folder() -> Path:
+    """Raises OSError where there is none (no usable home)."""
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):  # unset, empty or relative: to be ignored, says the XDG spec
-        base = os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home) or home == "/":
+            raise FileNotFoundError("no home folder for a cache")
+        base = os.path.join(home, ".cache")
     return Path(base, "mflow")
 
 
-def fingerprint(paths: dict[str, str]) -> str:
-    """All that a check of these files depends on, hashed."""
+def fingerprint(paths: dict[str, str]) -> str | None:
+    """All that a check of these files depends on, hashed; None: a flow never to keep."""
     digest = hashlib.blake2b(digest_size=20)
     names: set[bytes] = set()
     for name in FILE_OPTIONS:
+        path = paths.get(name, DEFAULTS[name])
         try:
-            data = Path(paths.get(name, DEFAULTS[name])).read_bytes()
+            kind = stat.S_IFMT(os.stat(path).st_mode)
+            # where the name leads (a switched symlink is another flow), and what it holds
+            digest.update(f"{name}: {os.path.realpath(path)} {kind}\n".encode())
+            if kind != stat.S_IFREG:  # a pipe or a device: the check says what is wrong
+                continue
+            data = Path(path).read_bytes()
         except OSError as exc:
             digest.update(f"{name}: {type(exc).__name__}\n".encode())
             continue
+        if _ESCAPED_DOLLAR.search(data):
+            return None  # a ${VAR} written with escapes would escape the scan below
         digest.update(f"{name}: {len(data)}\n".encode())
         digest.update(data)
         names.update(_VARIABLE.findall(data))
@@ -159,7 +198,7 @@ def remember(paths: dict[str, str], before: str, inputs: Inputs) -> None:
     if any(type(spec) is not BashSpec or spec.type != "bash" for spec in tasks):
         return
     if fingerprint(paths) != before:
-        return
+        return  # changed while it was checked
     from mflow.runner import task_digest
 
     settings = inputs.settings
@@ -177,11 +216,15 @@ def remember(paths: dict[str, str], before: str, inputs: Inputs) -> None:
         "tasks": [[spec.model_dump(mode="json"), task_digest(spec)] for spec in tasks],
         "warnings": [str(problem) for problem in inputs.warnings],
     }
-    _write(cache_file(paths), kept)
+    _write(paths, kept)
 
 
-def _write(path: Path, kept: dict[str, Any]) -> None:
+def _write(paths: dict[str, str], kept: dict[str, Any]) -> None:
     """Atomically, and quietly: the cache only saves time."""
+    try:
+        path = cache_file(paths)
+    except OSError:  # no home, or no current folder
+        return
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
