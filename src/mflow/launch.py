@@ -12,11 +12,11 @@ def main() -> None:
     from mflow import warmstart
 
     code = warmstart.run(sys.argv[1:])
-    if code is None:
-        from mflow.cli import main as command_line
+    if code is not None:
+        exit_now(code)
+    from mflow.cli import main as command_line
 
-        command_line()
-    exit_now(code)
+    command_line()  # it exits too
 
 
 def exit_now(code: int) -> None:

@@ -83,8 +83,8 @@ def prepare_log_directory(path: Path) -> None:
 
 def _write_probe(folder: Path) -> None:
     """Write a file in `folder` and let it go. A file without a name where the system can
-    make one (as task logs are made): nothing to clean up, no clash with another mflow
-    checking the same folder at the same moment."""
+    make one: nothing to clean up, no clash with another mflow checking the same folder at
+    the same moment, and no tempfile module to load."""
     try:
         os.close(os.open(folder, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600))
         return
