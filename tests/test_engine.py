@@ -4,6 +4,7 @@ propagation, environment, working folder, process groups, logs and the state dat
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -69,6 +70,38 @@ def test_next_task_starts_without_waiting_for_a_poll(project: Project) -> None:
     project.run_ok()
     run = project.db("SELECT started_at, ended_at FROM mf_runs")[0]
     assert seconds_between(run["started_at"], run["ended_at"]) < 2.0
+
+
+def test_a_chain_is_recorded_in_order(project: Project) -> None:
+    """The next task of a chain starts before the previous end is written; every record
+    still shows the dependency ending before its dependent starts."""
+    chain = [bash("t0", "true")] + [bash(f"t{i}", "true", f"t{i - 1}") for i in range(1, 4)]
+    project.write_tasks(chain)
+    result = project.run_ok()
+    printed = re.findall(r"(RUNNING|SUCCESS) +(t\d)", result.stdout)
+    master_log = (project.log_dir / "mflow.log").read_text()
+    logged = re.findall(r"task (t\d) (?:attempt 1 )?(RUNNING|SUCCESS)", master_log)
+    assert len(printed) == len(logged) == 8
+    for i in range(1, 4):
+        for lines in (printed, [(state, task) for task, state in logged]):
+            assert lines.index(("SUCCESS", f"t{i - 1}")) < lines.index(("RUNNING", f"t{i}"))
+    rows = {
+        row["task_id"]: row
+        for row in project.db("SELECT task_id, started_at, ended_at FROM mf_attempts")
+    }
+    for i in range(1, 4):
+        assert rows[f"t{i - 1}"]["ended_at"] <= rows[f"t{i}"]["started_at"]
+
+
+def test_many_tasks_that_cannot_start_each_fail(project: Project) -> None:
+    """More tasks than Python's recursion limit, each failing at once: each is recorded."""
+    project.write_tasks([bash(f"t{i}", "no-such-program-here") for i in range(1200)])
+    result = project.mflow("run", timeout=120)
+    assert_exit(result, 1)
+    assert_no_traceback(result)
+    assert set(project.task_states(1).values()) == {"FAILED"}
+    codes = project.db("SELECT DISTINCT exit_code, message FROM mf_attempts")
+    assert codes == [{"exit_code": 127, "message": "no-such-program-here: command not found"}]
 
 
 @pytest.mark.slow

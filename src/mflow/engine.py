@@ -86,7 +86,9 @@ class Engine:
         self.ready: deque[str] = deque(
             t for t in self.order if self.waiting_on[t] == 0 and t not in self.skipped
         )
-        self.running: dict[str, asyncio.Task[TaskResult]] = {}
+        # an asyncio task per attempt, or a _StartedAttempt for one started at once
+        self.running: dict[str, asyncio.Task[TaskResult] | _StartedAttempt] = {}
+        self._held_records: list[_StartedAttempt] | None = None  # see _started_ended
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelled = False
         self._done: asyncio.Future[None] | None = None
@@ -164,19 +166,25 @@ class Engine:
 
     def _launch(self, task_id: str) -> None:
         attempt = self.attempts[task_id] = self.attempts[task_id] + 1
+        spec = self.flow.tasks[task_id]
+        # Built-in bash has start_now; every other type (and timeouts) go through run().
+        start_now = getattr(self.types.get(spec.type), "start_now", None)
+        if start_now is not None and not self._timeout(spec):
+            self._start(task_id, attempt, spec, start_now)
+            return
         atask = asyncio.ensure_future(self._attempt(task_id, attempt))
         self.running[task_id] = atask
         atask.add_done_callback(lambda done, task_id=task_id: self._attempt_done(task_id, done))
 
     def _attempt_done(self, task_id: str, atask: asyncio.Task[TaskResult]) -> None:
         del self.running[task_id]
+        self._finished(task_id)
+
+    def _finished(self, task_id: str) -> None:
+        """After an attempt's end is recorded: what its state means for the rest."""
         state = self.state[task_id]
         if state is TaskState.SUCCESS:
-            for child in self.flow.graph.dependents[task_id]:
-                if child in self.waiting_on:
-                    self.waiting_on[child] -= 1
-                    if self.waiting_on[child] == 0 and self.state[child] is TaskState.PENDING:
-                        self.ready.append(child)
+            self._release_dependents(task_id)
         elif state is TaskState.RETRYING:
             delay = self._retry_delay(task_id)
             loop = asyncio.get_running_loop()
@@ -185,6 +193,13 @@ class Engine:
             self._fail_descendants(task_id)
         self._fill()
         self._check_done()
+
+    def _release_dependents(self, task_id: str) -> None:
+        for child in self.flow.graph.dependents[task_id]:
+            if child in self.waiting_on:
+                self.waiting_on[child] -= 1
+                if self.waiting_on[child] == 0 and self.state[child] is TaskState.PENDING:
+                    self.ready.append(child)
 
     def _retry_due(self, task_id: str) -> None:
         del self.retry_timers[task_id]
@@ -240,27 +255,11 @@ class Engine:
         log_path = self.log_paths[task_id] = task_log_path(
             self.log_directory, self.run_id, task_id, attempt
         )
-        ctx = TaskContext(
-            run_id=self.run_id,
-            task_id=task_id,
-            attempt=attempt,
-            log_path=log_path,
-            cwd=self.flow.folder,
-            env=self._env(spec.env),
-            on_process=lambda pid: self._on_process(task_id, attempt, pid),
-            kill_grace_s=self.watcher.current.model.kill_grace,
-            record=lambda key, value: self._record_detail(task_id, attempt, key, value),
-            resumed_from=self.resumed_from,
-            force=self.force,
-        )
-        self.listener.attempt_started(task_id, attempt, log_path)
-        max_attempts = self.max_attempts(task_id)
-        self._set_state(
-            task_id,
-            TaskState.RUNNING,
-            f"attempt {attempt} of {max_attempts}" if max_attempts > 1 else "",
-        )
-        timeout = spec.timeout or self.watcher.current.model.default_timeout
+        ctx = self._context(task_id, attempt, spec.env, log_path)
+        ctx.on_process = lambda pid: self._on_process(task_id, attempt, pid)
+        ctx.record = lambda key, value: self._record_detail(task_id, attempt, key, value)
+        self._record_start(task_id, attempt, log_path)
+        timeout = self._timeout(spec)
         try:
             if timeout:
                 async with asyncio.timeout(timeout):
@@ -282,6 +281,103 @@ class Engine:
             self.pids.pop(task_id, None)
         self._record_result(task_id, attempt, result)
         return result
+
+    def _context(
+        self, task_id: str, attempt: int, task_env: dict[str, str], log_path: Path
+    ) -> TaskContext:
+        return TaskContext(
+            run_id=self.run_id,
+            task_id=task_id,
+            attempt=attempt,
+            log_path=log_path,
+            cwd=self.flow.folder,
+            env=self._env(task_env),
+            kill_grace_s=self.watcher.current.model.kill_grace,
+            resumed_from=self.resumed_from,
+            force=self.force,
+        )
+
+    def _timeout(self, spec: Any) -> float:
+        return spec.timeout or self.watcher.current.model.default_timeout
+
+    def _record_start(self, task_id: str, attempt: int, log_path: Path) -> None:
+        self.listener.attempt_started(task_id, attempt, log_path)
+        max_attempts = self.max_attempts(task_id)
+        self._set_state(
+            task_id,
+            TaskState.RUNNING,
+            f"attempt {attempt} of {max_attempts}" if max_attempts > 1 else "",
+        )
+
+    # -- one attempt, started at once ------------------------------------------------------
+    def _start(self, task_id: str, attempt: int, spec: Any, start_now: Any) -> None:
+        """An attempt of a type that can start its process at once (bash), without a timeout:
+        no asyncio task and no coroutines, about 30 us less per task, and on a chain the
+        next process starts before the previous attempt is recorded (see _started_ended)."""
+        log_path = self.log_paths[task_id] = task_log_path(
+            self.log_directory, self.run_id, task_id, attempt
+        )
+        try:
+            started = start_now(spec, self._context(task_id, attempt, spec.env, log_path))
+        except Exception as exc:  # a bug in a task type must not take the run down
+            _append(log_path, traceback.format_exc())
+            started = TaskResult(False, None, f"internal error in task type '{spec.type}': {exc!r}")
+        attempt_run = _StartedAttempt(self, task_id, attempt, started)
+        self.running[task_id] = attempt_run
+        if self._held_records is not None:
+            self._held_records.append(attempt_run)
+        else:
+            self._record_started(attempt_run)
+        loop = asyncio.get_running_loop()
+        if isinstance(started, TaskResult):  # it could not start: it ends in the next turn
+            loop.call_soon(self._started_ended, attempt_run, started)
+        else:
+            self.pids[task_id] = started.pid
+            started.done.add_done_callback(
+                lambda _, attempt_run=attempt_run: self._started_ended(
+                    attempt_run, attempt_run.child.result()
+                )
+            )
+
+    def _record_started(self, attempt_run: _StartedAttempt) -> None:
+        task_id, attempt = attempt_run.task_id, attempt_run.attempt
+        self._record_start(task_id, attempt, self.log_paths[task_id])
+        if attempt_run.child is not None:
+            self.listener.attempt_process(task_id, attempt, attempt_run.child.pid)
+
+    def _started_ended(self, attempt_run: _StartedAttempt, result: TaskResult) -> None:
+        if attempt_run.stopping is not None:
+            return  # cancelled: _stop_started records it
+        task_id, attempt = attempt_run.task_id, attempt_run.attempt
+        del self.running[task_id]
+        self.pids.pop(task_id, None)
+        if not result.ok:
+            self._record_result(task_id, attempt, result)
+            self._finished(task_id)
+            return
+        # Start the dependents first: on a chain this is the critical path. Their records
+        # are held until this attempt's end is recorded, so that every reader sees them in
+        # order (this task SUCCESS, then theirs RUNNING).
+        self._held_records = []
+        try:
+            self._release_dependents(task_id)
+            self._fill()
+        finally:
+            held, self._held_records = self._held_records, None
+            self._record_result(task_id, attempt, result)
+            for started in held:
+                self._record_started(started)
+        self._check_done()
+
+    async def _stop_started(self, attempt_run: _StartedAttempt) -> None:
+        assert attempt_run.child is not None
+        await attempt_run.child.stop(self.watcher.current.model.kill_grace)
+        task_id, attempt = attempt_run.task_id, attempt_run.attempt
+        del self.running[task_id]
+        self.pids.pop(task_id, None)
+        self.listener.attempt_ended(task_id, attempt, TaskState.CANCELLED, None, "run cancelled")
+        self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
+        self._check_done()
 
     def _record_detail(self, task_id: str, attempt: int, key: str, value: Any) -> None:
         details = self.details.setdefault((task_id, attempt), {})
@@ -344,6 +440,24 @@ class Engine:
         for task_state in self.state.values():
             counts[task_state] = counts.get(task_state, 0) + 1
         return ", ".join(f"{count} {name}" for name, count in counts.items())
+
+
+class _StartedAttempt:
+    """An attempt the engine started at once (Engine._start): its process, or the result of
+    a start that failed. cancel() stops the process as cancelling an attempt's task would."""
+
+    __slots__ = ("engine", "task_id", "attempt", "child", "stopping")
+
+    def __init__(self, engine: Engine, task_id: str, attempt: int, started: Any):
+        self.engine = engine
+        self.task_id = task_id
+        self.attempt = attempt
+        self.child = None if isinstance(started, TaskResult) else started
+        self.stopping: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self.child is not None and self.stopping is None:
+            self.stopping = asyncio.ensure_future(self.engine._stop_started(self))
 
 
 def _append(path: Path, text: str) -> None:

@@ -285,5 +285,10 @@ class BashOnly:
 
         return await run_command(task.command, ctx)
 
+    def start_now(self, task: Any, ctx: TaskContext) -> Any:
+        from mflow.tasktypes.shell import start_command
+
+        return start_command(task.command, ctx)
+
     def close(self) -> None:
         pass

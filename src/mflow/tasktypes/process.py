@@ -65,6 +65,32 @@ async def run_process(
     configured kill_grace, between SIGTERM and SIGKILL when the task is stopped.
     `header`: text to start the log with (the command line, say).
     `as_bash`: say a missing program as bash would ("bash: line 1: x: command not found")."""
+    started = start_process(argv, ctx, env=env, as_bash=as_bash)
+    if isinstance(started, TaskResult):
+        return started
+    child = started
+    ctx.on_process(child.pid)
+    if on_line is not None:
+        child.observe_lines(on_line)
+    if header is not None:
+        child.start_log(header.encode())
+    try:
+        await child.done
+    except asyncio.CancelledError:
+        await child.stop(ctx.kill_grace_s if grace_s is None else grace_s)
+        raise
+    return child.result()
+
+
+def start_process(
+    argv: Sequence[str],
+    ctx: TaskContext,
+    *,
+    env: dict[str, str] | None = None,
+    as_bash: bool = False,
+) -> Child | TaskResult:
+    """Start `argv` as the attempt's process, now: its running Child, or the result of a
+    start that failed (program not found, not runnable). Does not call ctx.on_process."""
     env = ctx.env if env is None else env
     program = resolve_program(argv[0], env)
     if program is None:
@@ -77,18 +103,7 @@ async def run_process(
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
     finally:
         os.close(write_fd)
-    ctx.on_process(pid)
-    child = _Child(pid, read_fd, ctx.log_path, _Lines(on_line) if on_line else None)
-    if header is not None:
-        child.start_log(header.encode())
-    try:
-        returncode = await child.done
-    except asyncio.CancelledError:
-        await child.stop(ctx.kill_grace_s if grace_s is None else grace_s)
-        raise
-    if child.log_error is not None:
-        return TaskResult(False, returncode, child.log_error)
-    return result_of(returncode)
+    return Child(pid, read_fd, ctx.log_path)
 
 
 def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], out_fd: int) -> int:
@@ -159,10 +174,11 @@ def _watcher(loop: asyncio.AbstractEventLoop) -> _Watcher:
     return watcher
 
 
-class _Child:
-    """One spawned process: its output pipe, its exit, and the means to stop its group."""
+class Child:
+    """One spawned process: its output pipe, its exit, and the means to stop its group.
+    `done` is set to the exit code once the process exited and its output is in the log."""
 
-    def __init__(self, pid: int, read_fd: int, log_path: Path, lines: _Lines | None = None):
+    def __init__(self, pid: int, read_fd: int, log_path: Path):
         self.loop = asyncio.get_running_loop()
         self.pid = pid
         self.returncode: int | None = None
@@ -171,7 +187,7 @@ class _Child:
         self._read_fd: int | None = read_fd
         self._log_path = log_path
         self._log_fd: int | None = None
-        self._lines = lines
+        self._lines: _Lines | None = None
         self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
         self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
@@ -215,6 +231,16 @@ class _Child:
         os.close(self._read_fd)
         self._read_fd = None
         self._maybe_done()
+
+    def observe_lines(self, on_line: Callable[[str], None]) -> None:
+        """Also pass every line of output to `on_line` (before any output was read)."""
+        self._lines = _Lines(on_line)
+
+    def result(self) -> TaskResult:
+        """The attempt's result, once `done`."""
+        if self.log_error is not None:
+            return TaskResult(False, self.returncode, self.log_error)
+        return result_of(self.done.result())
 
     def start_log(self, text: bytes) -> None:
         """Create the log now, beginning with `text` (not seen by the line observer)."""

@@ -6,8 +6,12 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+from typing import TYPE_CHECKING
 
 from mflow.tasktypes.context import TaskContext, TaskResult
+
+if TYPE_CHECKING:
+    from mflow.tasktypes.process import Child
 
 # Words made only of these characters mean the same to bash as to exec: no quoting,
 # expansion, globbing, redirection or control operator can be present.
@@ -29,8 +33,18 @@ source suspend test times trap type typeset ulimit umask unalias unset wait
 async def run_command(command: str, ctx: TaskContext) -> TaskResult:
     from mflow.tasktypes.process import run_process  # keeps asyncio out of `validate`
 
-    argv = direct_argv(command, ctx.env) or [_bash(), "-c", command]
-    return await run_process(argv, ctx, as_bash=True)
+    return await run_process(command_argv(command, ctx.env), ctx, as_bash=True)
+
+
+def start_command(command: str, ctx: TaskContext) -> Child | TaskResult:
+    """Start the command now (see Engine._start): its Child, or the result of a failed start."""
+    from mflow.tasktypes.process import start_process
+
+    return start_process(command_argv(command, ctx.env), ctx, as_bash=True)
+
+
+def command_argv(command: str, env: dict[str, str]) -> list[str]:
+    return direct_argv(command, env) or [_bash(), "-c", command]
 
 
 @functools.cache
