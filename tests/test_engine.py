@@ -3,7 +3,10 @@ propagation, environment, working folder, process groups, logs and the state dat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import signal
 import socket
@@ -24,6 +27,8 @@ from conftest import (
     unique_token,
     wait_for,
 )
+from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec
+from mflow.tasktypes.bash import BashType
 
 
 def step(task_id: str, *depends: str, seconds: float = 0.2) -> dict:
@@ -445,6 +450,55 @@ def test_each_run_is_a_new_row(project: Project) -> None:
     assert [r["state"] for r in runs] == ["SUCCESS", "SUCCESS"]
 
 
+def test_a_task_killed_by_a_signal_without_a_name_fails_alone(project: Project) -> None:
+    project.write_tasks([bash("rt", "kill -s RTMIN+1 $$"), bash("other", "sleep 0.5")])
+    result = project.mflow("run")
+    assert_exit(result, 1)
+    assert_no_traceback(result)
+    assert project.task_states(1) == {"rt": "FAILED", "other": "SUCCESS"}
+    rt = project.db("SELECT exit_code, message FROM mf_attempts WHERE task_id = 'rt'")
+    number = signal.SIGRTMIN + 1
+    assert rt == [{"exit_code": 128 + number, "message": f"killed by signal {number}"}]
+
+
+class WrappedBash(BashType):
+    """A plugin's own take on bash: its run() must be used, with or without a timeout."""
+
+    async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
+        ctx.record("wrapped", True)
+        return await super().run(task, ctx)
+
+
+def test_a_subclass_of_bash_keeps_its_own_run(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mflow.tasktypes import registry
+
+    monkeypatch.setitem(registry.BUILTIN_TYPES, "wrapped", f"{__name__}:WrappedBash")
+    tasks = [bash("plain", "true"), bash("timed", "true", timeout=30)]
+    project.write_tasks([{**task, "type": "wrapped"} for task in tasks])
+    result = run_in_process(project)
+    assert result.outcome.state == "SUCCESS"
+    details = project.db("SELECT task_id, details FROM mf_attempts ORDER BY task_id")
+    assert details == [
+        {"task_id": "plain", "details": '{"wrapped": true}'},
+        {"task_id": "timed", "details": '{"wrapped": true}'},
+    ]
+
+
+def run_in_process(project: Project):  # noqa: ANN201 (a RunResult)
+    from mflow.inputs import load_inputs
+    from mflow.runner import execute
+
+    inputs = load_inputs(project.root / "config.json", True, project.root / "tasks.json")
+    cwd = Path.cwd()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return execute(inputs, live=False)
+    finally:
+        os.chdir(cwd)  # a run works in the task file's folder
+
+
 def test_a_task_gets_default_signal_handling_not_pythons(project: Project):
     # Python ignores SIGPIPE; a task must not inherit that, or a reader that stops early
     # (`| head`) makes the writer fail with "Broken pipe" instead of ending quietly.
@@ -453,10 +507,13 @@ def test_a_task_gets_default_signal_handling_not_pythons(project: Project):
     assert project.task_log(project.last_run_id(), "pipe").read_text() == "y\n141 0\n"
 
 
-def test_cancel_in_the_turn_attempts_are_launched_still_ends_the_run(project: Project) -> None:
-    """Ctrl-C can land after the engine launched attempts but before their first step ran
-    (say, together with a SIGHUP that raised the limit). Such an attempt never runs its own
-    code; the run must end anyway, CANCELLED, instead of waiting for it forever."""
+@pytest.mark.parametrize("command", ["sleep 30", "no-such-program-here"])
+def test_cancel_in_the_turn_attempts_are_launched_still_ends_the_run(
+    project: Project, command: str
+) -> None:
+    """Ctrl-C can land after the engine launched attempts but before their end was handled
+    (say, together with a SIGHUP that raised the limit), also when they could not start.
+    The run must end CANCELLED, every attempt with it, instead of waiting forever."""
     import asyncio
 
     from mflow.engine import Engine
@@ -466,7 +523,7 @@ def test_cancel_in_the_turn_attempts_are_launched_still_ends_the_run(project: Pr
     from mflow.states import RunState, TaskState
 
     project.write_config(max_process_concurrency=3)
-    project.write_tasks([bash(name, "sleep 30") for name in ("a", "b", "c")])
+    project.write_tasks([bash(name, command) for name in ("a", "b", "c")])
     inputs = load_inputs(project.root / "config.json", True, project.root / "tasks.json")
     engine = Engine(inputs.flow, inputs.types, SettingsWatcher(inputs.settings), RunListener(), 1)
     launch = engine._fill

@@ -167,10 +167,11 @@ class Engine:
     def _launch(self, task_id: str) -> None:
         attempt = self.attempts[task_id] = self.attempts[task_id] + 1
         spec = self.flow.tasks[task_id]
-        # Built-in bash has start_now; every other type (and timeouts) go through run().
-        start_now = getattr(self.types.get(spec.type), "start_now", None)
-        if start_now is not None and not self._timeout(spec):
-            self._start(task_id, attempt, spec, start_now)
+        task_type = self.types.get(spec.type)
+        # Built-in bash has start_now; every other type (a subclass of bash that may have
+        # its own run() included) and every attempt with a timeout go through run().
+        if "start_now" in type(task_type).__dict__ and not self._timeout(spec):
+            self._start(task_id, attempt, spec, task_type.start_now)
             return
         atask = asyncio.ensure_future(self._attempt(task_id, attempt))
         self.running[task_id] = atask
@@ -269,14 +270,10 @@ class Engine:
         except TimeoutError:
             result = TaskResult(False, None, f"timeout after {timeout:g} s")
         except asyncio.CancelledError:
-            self.listener.attempt_ended(
-                task_id, attempt, TaskState.CANCELLED, None, "run cancelled"
-            )
-            self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
+            self._record_cancelled(task_id, attempt)
             return TaskResult(False, None, "run cancelled")
         except Exception as exc:  # a bug in a task type must not take the run down
-            _append(log_path, traceback.format_exc())
-            result = TaskResult(False, None, f"internal error in task type '{spec.type}': {exc!r}")
+            result = _internal_error(log_path, spec.type, exc)
         finally:
             self.pids.pop(task_id, None)
         self._record_result(task_id, attempt, result)
@@ -317,12 +314,12 @@ class Engine:
         log_path = self.log_paths[task_id] = task_log_path(
             self.log_directory, self.run_id, task_id, attempt
         )
+        ctx = self._context(task_id, attempt, spec.env, log_path)
         try:
-            started = start_now(spec, self._context(task_id, attempt, spec.env, log_path))
+            started = start_now(spec, ctx)
         except Exception as exc:  # a bug in a task type must not take the run down
-            _append(log_path, traceback.format_exc())
-            started = TaskResult(False, None, f"internal error in task type '{spec.type}': {exc!r}")
-        attempt_run = _StartedAttempt(self, task_id, attempt, started)
+            started = _internal_error(log_path, spec.type, exc)
+        attempt_run = _StartedAttempt(self, task_id, attempt, started, ctx.kill_grace_s)
         self.running[task_id] = attempt_run
         if self._held_records is not None:
             self._held_records.append(attempt_run)
@@ -334,9 +331,7 @@ class Engine:
         else:
             self.pids[task_id] = started.pid
             started.done.add_done_callback(
-                lambda _, attempt_run=attempt_run: self._started_ended(
-                    attempt_run, attempt_run.child.result()
-                )
+                lambda _, attempt_run=attempt_run: self._process_ended(attempt_run)
             )
 
     def _record_started(self, attempt_run: _StartedAttempt) -> None:
@@ -345,12 +340,27 @@ class Engine:
         if attempt_run.child is not None:
             self.listener.attempt_process(task_id, attempt, attempt_run.child.pid)
 
+    def _process_ended(self, attempt_run: _StartedAttempt) -> None:
+        assert attempt_run.child is not None
+        try:
+            result = attempt_run.child.result()
+        except Exception as exc:  # as in _attempt: this task fails, the run goes on
+            spec = self.flow.tasks[attempt_run.task_id]
+            result = _internal_error(self.log_paths[attempt_run.task_id], spec.type, exc)
+        self._started_ended(attempt_run, result)
+
     def _started_ended(self, attempt_run: _StartedAttempt, result: TaskResult) -> None:
         if attempt_run.stopping is not None:
             return  # cancelled: _stop_started records it
         task_id, attempt = attempt_run.task_id, attempt_run.attempt
         del self.running[task_id]
         self.pids.pop(task_id, None)
+        if self.cancelled and attempt_run.child is None:
+            # It could not start, and the run was cancelled before its end was handled:
+            # as on the other path, an attempt that did not run counts as cancelled.
+            self._record_cancelled(task_id, attempt)
+            self._finished(task_id)
+            return
         if not result.ok:
             self._record_result(task_id, attempt, result)
             self._finished(task_id)
@@ -371,13 +381,18 @@ class Engine:
 
     async def _stop_started(self, attempt_run: _StartedAttempt) -> None:
         assert attempt_run.child is not None
-        await attempt_run.child.stop(self.watcher.current.model.kill_grace)
-        task_id, attempt = attempt_run.task_id, attempt_run.attempt
-        del self.running[task_id]
-        self.pids.pop(task_id, None)
+        task_id = attempt_run.task_id
+        try:
+            await attempt_run.child.stop(attempt_run.kill_grace_s)
+            self._record_cancelled(task_id, attempt_run.attempt)
+        finally:  # whatever happened, the run must not wait for this attempt forever
+            del self.running[task_id]
+            self.pids.pop(task_id, None)
+            self._check_done()
+
+    def _record_cancelled(self, task_id: str, attempt: int) -> None:
         self.listener.attempt_ended(task_id, attempt, TaskState.CANCELLED, None, "run cancelled")
         self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
-        self._check_done()
 
     def _record_detail(self, task_id: str, attempt: int, key: str, value: Any) -> None:
         details = self.details.setdefault((task_id, attempt), {})
@@ -446,18 +461,37 @@ class _StartedAttempt:
     """An attempt the engine started at once (Engine._start): its process, or the result of
     a start that failed. cancel() stops the process as cancelling an attempt's task would."""
 
-    __slots__ = ("engine", "task_id", "attempt", "child", "stopping")
+    __slots__ = ("engine", "task_id", "attempt", "child", "kill_grace_s", "stopping")
 
-    def __init__(self, engine: Engine, task_id: str, attempt: int, started: Any):
+    def __init__(
+        self, engine: Engine, task_id: str, attempt: int, started: Any, kill_grace_s: float
+    ):
         self.engine = engine
         self.task_id = task_id
         self.attempt = attempt
         self.child = None if isinstance(started, TaskResult) else started
+        self.kill_grace_s = kill_grace_s  # as configured when the attempt started
         self.stopping: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:
         if self.child is not None and self.stopping is None:
             self.stopping = asyncio.ensure_future(self.engine._stop_started(self))
+            self.stopping.add_done_callback(_report_failure)
+
+
+def _report_failure(stopping: asyncio.Task[None]) -> None:
+    """A bug while stopping an attempt: to the loop's handler (the run reports it), now
+    rather than whenever the task is garbage-collected."""
+    if not stopping.cancelled() and stopping.exception() is not None:
+        stopping.get_loop().call_exception_handler(
+            {"message": "error while stopping a task", "exception": stopping.exception()}
+        )
+
+
+def _internal_error(log_path: Path, type_name: str, exc: Exception) -> TaskResult:
+    """A bug in a task type fails that attempt (its traceback in the attempt's log)."""
+    _append(log_path, "".join(traceback.format_exception(exc)))
+    return TaskResult(False, None, f"internal error in task type '{type_name}': {exc!r}")
 
 
 def _append(path: Path, text: str) -> None:

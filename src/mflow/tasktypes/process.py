@@ -322,7 +322,10 @@ def result_of(returncode: int) -> TaskResult:
     if returncode == 0:
         return TaskResult(True, 0)
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # a real-time signal (SIGRTMIN+n) has no name in Python
+            name = str(-returncode)
         return TaskResult(False, 128 - returncode, f"killed by signal {name}")
     return TaskResult(False, returncode, f"exit code {returncode}")
 
