@@ -379,3 +379,28 @@ def test_a_server_started_before_any_run_creates_nothing_and_waits(project: Proj
     assert_exit(project.mflow("run"), 0)
     assert client.get("/api/health").json()["status"] == "ok"
     assert [r["state"] for r in client.get("/api/runs").json()["runs"]] == ["SUCCESS"]
+
+
+def test_a_log_left_by_a_replaced_database_is_not_shown(project: Project):
+    """Run ids restart with a new database; a task that printed nothing then has no log of
+    its own, and the file of the same name is an older run's, not its output."""
+    project.write_tasks([bash("a", "echo from the old database")])
+    project.run_ok()
+    old_log = project.task_log(1, "a")
+    hour_ago = old_log.stat().st_mtime - 3600
+    os.utime(old_log, (hour_ago, hour_ago))
+    for leftover in project.log_dir.glob("mflow.db*"):
+        leftover.unlink()
+    project.write_tasks([bash("a", "true")])
+    project.run_ok()
+    assert project.last_run_id() == 1 and old_log.exists()
+    logs = project.mflow("logs", "1", "a")
+    assert_exit(logs, 0)
+    assert logs.stdout == "" and "no output" in logs.stderr
+    assert "(no output)" in project.mflow("status", "1").stdout
+    client = client_for(project)
+    url = "/api/runs/1/tasks/a/attempts/1/log"
+    assert client.get(url).text == ""
+    with client.stream("GET", url + "/follow") as answer:
+        events = list(_events(answer.iter_lines()))
+    assert events == [("end", {"state": "SUCCESS"})]

@@ -4,10 +4,10 @@ tables, and a task log read (or followed) from its file."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from mflow.errors import UsageError
@@ -180,7 +180,7 @@ def _task_lines(data: dict[str, Any], lines: list[str], width: int, indent: str)
         last = task["attempts"][-1] if task["attempts"] else {}
         exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
         took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
-        detail = task["message"] or _log_or_none(last.get("log_path"))
+        detail = task["message"] or _log_or_none(last.get("log_path"), last.get("started_at"))
         tries = f"{len(task['attempts'])}/{task['max_attempts']}"
         name = indent + task["task_id"]
         lines.append(
@@ -215,10 +215,30 @@ def _depth(data: dict[str, Any]) -> int:
     return 1 + max(_depth(child) for child in nested) if nested else 0
 
 
-def _log_or_none(path: str | None) -> str:
+def _log_or_none(path: str | None, started_at: str | None) -> str:
     if not path:
         return ""
-    return path if Path(path).exists() else "(no output)"
+    try:
+        current = log_is_current(os.stat(path), started_at)
+    except OSError:
+        current = False
+    return path if current else "(no output)"
+
+
+STALE_SLACK_S = 2.0  # clocks of other hosts writing to a shared log folder
+
+
+def log_is_current(log: os.stat_result, started_at: datetime | str | None) -> bool:
+    """Whether a log file is the attempt's that started at `started_at` (UTC). A file last
+    written before then is another run's: run ids restart when a database is replaced, and
+    a task that prints nothing creates no file of its own to take that name."""
+    if started_at is None:
+        return True
+    if isinstance(started_at, str):
+        started_at = datetime.fromisoformat(started_at)
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return log.st_mtime >= started_at.timestamp() - STALE_SLACK_S
 
 
 def log_chunks(
@@ -240,11 +260,8 @@ def log_chunks(
     try:
         while True:
             if log is None:
-                try:
-                    log = open(path, "rb")  # noqa: SIM115
-                except IsADirectoryError:
-                    raise UsageError(f"{path} is a folder, not the task's log") from None
-                except FileNotFoundError:
+                log = _open_current(path, row["started_at"])
+                if log is None:
                     # No file yet: the task has printed nothing (so far).
                     if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):
                         return
@@ -263,6 +280,20 @@ def log_chunks(
     finally:
         if log is not None:
             log.close()
+
+
+def _open_current(path: str, started_at: datetime | None) -> Any:
+    """The attempt's log opened for reading, or None if it has none (see log_is_current)."""
+    try:
+        log = open(path, "rb")  # noqa: SIM115
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder, not the task's log") from None
+    except FileNotFoundError:
+        return None
+    if log_is_current(os.fstat(log.fileno()), started_at):
+        return log
+    log.close()
+    return None
 
 
 def _attempts_to_read(store: Any, run_id: int, task_id: str, follow: bool) -> list[dict]:

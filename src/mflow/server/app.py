@@ -23,7 +23,7 @@ from mflow import __version__
 from mflow.errors import EnvironmentFault
 from mflow.server import models
 from mflow.server.actions import Actions, Refused
-from mflow.server.reads import NotFound, Reads, attempt_over, read_log
+from mflow.server.reads import AttemptLog, NotFound, Reads, attempt_over, read_log
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 FOLLOW_POLL_S = 0.25  # how often a followed log or a watched run is looked at
@@ -133,9 +133,7 @@ def create_app(
     def known_run(run_id: RunIdPath) -> int:
         return reads.run_row(_id(run_id))["run_id"]
 
-    def known_attempt(
-        run_id: RunIdPath, task_id: str, attempt: AttemptPath
-    ) -> tuple[str, str | None]:
+    def known_attempt(run_id: RunIdPath, task_id: str, attempt: AttemptPath) -> AttemptLog:
         return reads.attempt_state(_id(run_id), task_id, _id(attempt))
 
     @app.get(
@@ -213,17 +211,19 @@ def create_app(
         run_id: RunIdPath,
         task_id: str,
         attempt: AttemptPath,
-        first: Annotated[tuple[str, str | None], Depends(known_attempt)],
+        first: Annotated[AttemptLog, Depends(known_attempt)],
         request: Request,
         offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: `log` events `{"offset", "next_offset", "text"}` as the log
         grows (from byte `offset`; `next_offset` is where to resume after a reconnect), then
         `end` `{"state"}` once the attempt is over and all is sent."""
-        state, path = first
+        found = first
         position = offset
         while not await request.is_disconnected():
-            chunk = await asyncio.to_thread(read_log, path, state, position, None, None)
+            chunk = await asyncio.to_thread(
+                read_log, found.path, found.state, position, None, None, found.started_at
+            )
             if chunk.data:
                 text = reads.mask(chunk.data.decode("utf-8", "replace"))
                 position = chunk.offset + len(chunk.data)
@@ -232,11 +232,11 @@ def create_app(
                     event="log",
                 )
                 continue
-            if attempt_over(state):
-                yield ServerSentEvent(data={"state": state}, event="end")
+            if attempt_over(found.state):
+                yield ServerSentEvent(data={"state": found.state}, event="end")
                 return
             await asyncio.sleep(FOLLOW_POLL_S)
-            state, path = await asyncio.to_thread(reads.attempt_state, run_id, task_id, attempt)
+            found = await asyncio.to_thread(reads.attempt_state, run_id, task_id, attempt)
             # (run_id and attempt were checked by known_attempt before the stream began)
 
     # -- actions --------------------------------------------------------------------------

@@ -190,21 +190,38 @@ class Reads:
         """Bytes of an attempt's log: from `offset` (at most `length`), or the last `tail`
         lines. A task that printed nothing has no file: an empty chunk."""
         row = self._attempt_row(run_id, task_id, attempt)
-        return read_log(row["log_path"], row["state"], offset, length, tail)
+        return read_log(row["log_path"], row["state"], offset, length, tail, row["started_at"])
 
-    def attempt_state(self, run_id: int, task_id: str, attempt: int) -> tuple[str, str | None]:
+    def attempt_state(self, run_id: int, task_id: str, attempt: int) -> AttemptLog:
         row = self._attempt_row(run_id, task_id, attempt)
-        return row["state"], row["log_path"]
+        return AttemptLog(row["state"], row["log_path"], row["started_at"])
+
+
+@dataclass(frozen=True)
+class AttemptLog:
+    """Where an attempt's log is, and what read_log needs to know of the attempt."""
+
+    state: str
+    path: str | None
+    started_at: Any
 
 
 def read_log(
-    path: str | None, state: str, offset: int | None, length: int | None, tail: int | None
+    path: str | None,
+    state: str,
+    offset: int | None,
+    length: int | None,
+    tail: int | None,
+    started_at: Any = None,
 ) -> LogChunk:
     if not path:
         return LogChunk(b"", 0, 0, state)
     try:
         with open(path, "rb") as log:
-            size = os.fstat(log.fileno()).st_size
+            found = os.fstat(log.fileno())
+            if not views.log_is_current(found, started_at):
+                return LogChunk(b"", 0, 0, state)  # another run's file (see log_is_current)
+            size = found.st_size
             if tail is not None:
                 start = _tail_start(log, size, tail)
             else:
