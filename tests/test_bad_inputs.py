@@ -158,6 +158,25 @@ def test_an_unwritable_master_log_is_an_environment_fault_with_nothing_recorded(
         assert project.db("SELECT count(*) AS n FROM mf_runs")[0]["n"] == 0
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_folder_named_in_latin1_is_refused_with_nothing_recorded(project: Project, warm: bool):
+    folder = project.root / os.fsdecode(b"a\xf1o")  # "año" as Latin-1 wrote it
+    folder.mkdir()
+    (folder / "tasks.json").write_text(json.dumps({"tasks": [bash("a", "touch ran")]}))
+    env = {} if warm else {"MFLOW_FLOW_CACHE": "off"}
+    for _ in range(2 if warm else 1):  # a second run would be warm, were it kept
+        result = project.mflow("run", cwd=folder, env=env)
+        assert_exit(result, 3)
+        assert_no_traceback(result)
+        assert "a\\xf1o/tasks.json is not valid UTF-8" in result.stderr
+        assert "convmv" in result.stderr
+    assert not (folder / "ran").exists()
+    database = folder / "logs" / "mflow.db"
+    if database.exists():
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT count(*) FROM mf_runs").fetchone() == (0,)
+
+
 def test_a_read_only_state_database_is_read_without_writing(project: Project):
     project.write_tasks([bash("a", "true")])
     assert_exit(project.mflow("run"), 0)

@@ -164,6 +164,7 @@ def execute(
     live: bool | None = None,
 ) -> RunResult:
     flow = inputs.flow
+    _require_text_paths(flow.path, inputs.settings.source, inputs.settings.log_directory)
     nesting.current_chain = (*(parent.chain if parent else ()), str(flow.path))
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
     assert inputs.backend is not None
@@ -225,6 +226,24 @@ def execute(
             f"not recorded (they are in {master.path})"
         )
     return RunResult(run_id, outcome, received[0] if received else None)
+
+
+def _require_text_paths(*paths: Path | None) -> None:
+    """The state database keeps these paths as text: a name that is not UTF-8 (a folder
+    named in Latin-1, say) cannot be recorded. Refused before anything is."""
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise EnvironmentFault(
+                f"the path {shown} is not valid UTF-8, and mflow records paths as text in "
+                "its state database; nothing was run. Rename the folder (convmv converts "
+                "Latin-1 names: convmv -f latin1 -t utf8 --notest -r FOLDER), or run the "
+                "flow from a folder whose path is UTF-8"
+            ) from None
 
 
 async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]) -> RunOutcome:
