@@ -256,3 +256,23 @@ def test_a_run_from_a_deleted_folder_still_runs(project: Project):
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_upgraded_checking_library_makes_the_flow_checked_again(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+):
+    """pydantic or PyYAML of another version may judge the files otherwise. A library is
+    stood in for here by a package of our own, rewritten as an upgrade rewrites it."""
+    from mflow import warmstart
+
+    library = project.root / "lib" / "checker"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text("VERSION = '1.0'\n")
+    monkeypatch.syspath_prepend(str(library.parent))
+    monkeypatch.setattr(warmstart, "_CHECKING_LIBRARIES", ("checker",))
+    project.write_tasks([bash("a", "true")])
+    monkeypatch.chdir(project.root)
+    before = warmstart.fingerprint({})
+    assert warmstart.fingerprint({}) == before
+    (library / "__init__.py").write_text("VERSION = '1.10'\n")
+    assert warmstart.fingerprint({}) != before

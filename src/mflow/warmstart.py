@@ -6,7 +6,8 @@ the rest of a short run (about 100 ms of a one-task run's 160). So after a full 
 `run` keeps what the run needs of the checked files (settings, tasks, their digests, the
 warnings) in a cache file, and the next `run` reads that instead when all of these are as
 they were: the command line, the current folder, the files byte for byte, the value of
-every variable the files name as ${VAR}, the number of CPUs, Python and mflow itself.
+every variable the files name as ${VAR}, the number of CPUs, Python, mflow itself and
+the libraries that check the files (pydantic, PyYAML).
 
 Anything else takes the usual way: another command or option, a terminal on stdout (the
 live view loads rich anyway), a nested run, a task of another type than bash, a state
@@ -168,7 +169,11 @@ def fingerprint(paths: dict[str, str]) -> str | None:
         digest.update(data)
         names.update(_VARIABLE.findall(data))
     variables = {name.decode(): os.environ.get(name.decode()) for name in sorted(names)}
-    facts = [_FORMAT, __version__, sys.version, os.cpu_count(), _code_stamp(), variables]
+    facts = [
+        *(_FORMAT, __version__, sys.version, os.cpu_count(), _code_stamp()),
+        _library_stamps(),
+        variables,
+    ]
     digest.update(json.dumps(facts).encode())
     return digest.hexdigest()
 
@@ -183,6 +188,28 @@ def _code_stamp() -> int:
                 if entry.name.endswith(".py"):
                     newest = max(newest, entry.stat().st_mtime_ns)
     return newest
+
+
+# What checks the files besides mflow: another version may judge them otherwise.
+_CHECKING_LIBRARIES = ("pydantic", "pydantic_core", "yaml")
+
+
+def _library_stamps() -> list[Any]:
+    """Where each checking library is installed, with its file's identity, size and time:
+    an upgrade rewrites it. Found without importing it (that is what a warm start saves)."""
+    from importlib.machinery import PathFinder
+
+    stamps: list[Any] = []
+    for name in _CHECKING_LIBRARIES:
+        spec = PathFinder.find_spec(name)
+        try:
+            found = os.stat(spec.origin) if spec and spec.origin else None
+        except OSError:
+            found = None
+        stamps.append(
+            [name, spec.origin, found.st_ino, found.st_size, found.st_mtime_ns] if found else name
+        )
+    return stamps
 
 
 def remember(paths: dict[str, str], before: str, inputs: Inputs) -> None:
