@@ -384,20 +384,23 @@ def test_a_server_started_before_any_run_creates_nothing_and_waits(project: Proj
 def test_a_log_left_by_a_replaced_database_is_not_shown(project: Project):
     """Run ids restart with a new database; a task that printed nothing then has no log of
     its own, and the file of the same name is an older run's, not its output."""
-    project.write_tasks([bash("a", "echo from the old database")])
+    project.write_tasks([bash("a", "echo old a"), bash("b", "echo old b")])
     project.run_ok()
-    old_log = project.task_log(1, "a")
-    hour_ago = old_log.stat().st_mtime - 3600
-    os.utime(old_log, (hour_ago, hour_ago))
+    hour_ago = time.time() - 3600
+    for task in ("a", "b"):
+        os.utime(project.task_log(1, task), (hour_ago, hour_ago))
     for leftover in project.log_dir.glob("mflow.db*"):
         leftover.unlink()
-    project.write_tasks([bash("a", "true")])
-    project.run_ok()
-    assert project.last_run_id() == 1 and old_log.exists()
+    project.write_tasks([bash("a", "true"), bash("b", "false")])
+    result = project.mflow("run")
+    assert_exit(result, 1)
+    assert "FAILED b: exit code 1  (log: no output)" in result.stdout
+    assert project.last_run_id() == 1 and project.task_log(1, "a").exists()
     logs = project.mflow("logs", "1", "a")
     assert_exit(logs, 0)
     assert logs.stdout == "" and "no output" in logs.stderr
-    assert "(no output)" in project.mflow("status", "1").stdout
+    status = project.mflow("status", "1").stdout
+    assert "(no output)" in status and "master_1_task_a.log" not in status
     client = client_for(project)
     url = "/api/runs/1/tasks/a/attempts/1/log"
     assert client.get(url).text == ""

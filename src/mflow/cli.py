@@ -384,8 +384,8 @@ def logs(
         return
     if not printed:
         click.echo(
-            f"(no output: no log file for task '{task_id}': it printed nothing, "
-            "or its log was removed)",
+            f"(no output: task '{task_id}' has no log file of this run: it printed "
+            "nothing, or its log was removed)",
             err=True,
         )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mflow.clock import utc_clock
@@ -23,6 +25,24 @@ def task_log_path(log_directory: Path, run_id: int, task_id: str, attempt: int) 
     """`master_<run>_task_<id>.log` as the original named it; later attempts get a suffix."""
     suffix = "" if attempt == 1 else f".attempt{attempt}"
     return log_directory / f"master_{run_id}_task_{log_name_part(task_id)}{suffix}.log"
+
+
+# A log file last written this long before its attempt started is another run's. The margin
+# is for a shared log folder whose file server's clock runs behind this host's.
+STALE_MARGIN_S = 30.0
+
+
+def log_is_current(log: os.stat_result, started_at: datetime | str | None) -> bool:
+    """Whether a log file is the attempt's that started at `started_at` (UTC). A file last
+    written well before then is an older run's: run ids restart when a database is
+    replaced, and a task that prints nothing creates no file of its own to take that name."""
+    if started_at is None:
+        return True
+    if isinstance(started_at, str):
+        started_at = datetime.fromisoformat(started_at)
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=UTC)
+    return log.st_mtime >= started_at.timestamp() - STALE_MARGIN_S
 
 
 class MasterLog(RunListener):

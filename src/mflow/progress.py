@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from mflow.clock import local_clock
 from mflow.engine import RunOutcome
 from mflow.listener import RunListener
+from mflow.logs import log_is_current
 from mflow.states import RunState, TaskState
 
 
@@ -157,10 +159,14 @@ def summary(run_id: int, elapsed_s: float, outcome: RunOutcome) -> str:
         f"run {run_id} {outcome.state} in {elapsed_s:.2f} s: "
         + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
     ]
+    run_started = datetime.fromtimestamp(time.time() - elapsed_s, UTC)
     for task_id, task_state in outcome.task_states.items():
         if task_state in (TaskState.FAILED, TaskState.INTERRUPTED):
             log = outcome.log_paths.get(task_id)
-            shown = log if log and log.exists() else "no output"
+            try:
+                shown = log if log and log_is_current(log.stat(), run_started) else "no output"
+            except OSError:
+                shown = "no output"
             lines.append(
                 f"  {task_state} {task_id}: {outcome.messages.get(task_id, '')}  (log: {shown})"
             )

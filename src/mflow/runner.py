@@ -240,9 +240,10 @@ def _require_text_paths(*paths: Path | None) -> None:
             shown = os.fsencode(path).decode("utf-8", "backslashreplace")
             raise EnvironmentFault(
                 f"the path {shown} is not valid UTF-8, and mflow records paths as text in "
-                "its state database; nothing was run. Rename the folder (convmv converts "
-                "Latin-1 names: convmv -f latin1 -t utf8 --notest -r FOLDER), or run the "
-                "flow from a folder whose path is UTF-8"
+                "its state database; nothing was run. Rename what is not UTF-8 in it "
+                "(convmv converts Latin-1 names: convmv -f latin1 -t utf8 --notest -r "
+                "FOLDER), or keep the task file, config.json and the log folder under "
+                "UTF-8 paths"
             ) from None
 
 

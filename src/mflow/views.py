@@ -7,10 +7,11 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from mflow.errors import UsageError
+from mflow.logs import log_is_current
 from mflow.modelcheck import suggest
 from mflow.states import RunState, TaskState
 
@@ -215,7 +216,7 @@ def _depth(data: dict[str, Any]) -> int:
     return 1 + max(_depth(child) for child in nested) if nested else 0
 
 
-def _log_or_none(path: str | None, started_at: str | None) -> str:
+def _log_or_none(path: str | None, started_at: datetime | str | None) -> str:
     if not path:
         return ""
     try:
@@ -223,22 +224,6 @@ def _log_or_none(path: str | None, started_at: str | None) -> str:
     except OSError:
         current = False
     return path if current else "(no output)"
-
-
-STALE_SLACK_S = 2.0  # clocks of other hosts writing to a shared log folder
-
-
-def log_is_current(log: os.stat_result, started_at: datetime | str | None) -> bool:
-    """Whether a log file is the attempt's that started at `started_at` (UTC). A file last
-    written before then is another run's: run ids restart when a database is replaced, and
-    a task that prints nothing creates no file of its own to take that name."""
-    if started_at is None:
-        return True
-    if isinstance(started_at, str):
-        started_at = datetime.fromisoformat(started_at)
-    if started_at.tzinfo is None:
-        started_at = started_at.replace(tzinfo=UTC)
-    return log.st_mtime >= started_at.timestamp() - STALE_SLACK_S
 
 
 def log_chunks(
@@ -282,7 +267,7 @@ def log_chunks(
             log.close()
 
 
-def _open_current(path: str, started_at: datetime | None) -> Any:
+def _open_current(path: str, started_at: datetime | str | None) -> Any:
     """The attempt's log opened for reading, or None if it has none (see log_is_current)."""
     try:
         log = open(path, "rb")  # noqa: SIM115

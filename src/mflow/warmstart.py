@@ -156,7 +156,8 @@ def fingerprint(paths: dict[str, str]) -> str | None:
         try:
             kind = stat.S_IFMT(os.stat(path).st_mode)
             # where the name leads (a switched symlink is another flow), and what it holds
-            digest.update(f"{name}: {os.path.realpath(path)} {kind}\n".encode())
+            where = f"{name}: {os.path.realpath(path)} {kind}\n"
+            digest.update(where.encode("utf-8", "surrogateescape"))  # any name a folder has
             if kind != stat.S_IFREG:  # a pipe or a device: the check says what is wrong
                 continue
             data = Path(path).read_bytes()

@@ -218,8 +218,7 @@ def create_app(
         """Server-sent events: `log` events `{"offset", "next_offset", "text"}` as the log
         grows (from byte `offset`; `next_offset` is where to resume after a reconnect), then
         `end` `{"state"}` once the attempt is over and all is sent."""
-        found = first
-        position = offset
+        found, position = first, offset
         while not await request.is_disconnected():
             chunk = await asyncio.to_thread(
                 read_log, found.path, found.state, position, None, None, found.started_at

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mflow import views
+from mflow.logs import log_is_current
 from mflow.states import TaskState
 from mflow.store.rows import stored_depends
 from mflow.store.store import StateStore
@@ -219,7 +220,7 @@ def read_log(
     try:
         with open(path, "rb") as log:
             found = os.fstat(log.fileno())
-            if not views.log_is_current(found, started_at):
+            if not log_is_current(found, started_at):
                 return LogChunk(b"", 0, 0, state)  # another run's file (see log_is_current)
             size = found.st_size
             if tail is not None:
