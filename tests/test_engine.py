@@ -143,6 +143,21 @@ def test_hot_reload_of_concurrency_limit(project: Project, layout: str) -> None:
     assert 1 < highest <= 4, f"max concurrency seen: {highest}"
 
 
+def test_a_reloaded_config_changes_nothing_else_in_a_running_flow(project: Project) -> None:
+    """As mflow says on reload: only max_process_concurrency applies to a running flow."""
+    project.write_tasks(
+        [bash("a", "touch a.started; sleep 0.5"), bash("b", "sleep 1.5", "a"), bash("c", "true")]
+    )
+    run = project.start("run")
+    wait_for(lambda: (project.root / "a.started").exists(), what="task a to start")
+    project.write_config(default_timeout=1)
+    run.popen.send_signal(signal.SIGHUP)  # re-read config.json now
+    result = run.wait()
+    assert_exit(result, 0)
+    assert "config file reloaded" in result.stdout
+    assert project.task_states(1) == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS"}
+
+
 # -- failures ----------------------------------------------------------------------------------
 
 

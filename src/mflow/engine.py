@@ -64,6 +64,9 @@ class Engine:
         self.flow = flow
         self.types = types
         self.watcher = settings
+        # A running flow takes only max_process_concurrency from a reloaded config.json;
+        # every other setting is the one the run started with.
+        self.defaults = settings.current.model
         self.listener = listener
         self.run_id = run_id
         self.log_directory = settings.current.log_directory
@@ -98,9 +101,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         flush_timer = loop.call_later(FLUSH_INTERVAL_S, self._flush_tick)
-        reload_timer = loop.call_later(
-            self.watcher.current.model.check_new_config_interval, self._reload_tick
-        )
+        reload_timer = loop.call_later(self.defaults.check_new_config_interval, self._reload_tick)
         self._timers = [flush_timer, reload_timer]
         for task_id in self.order:
             if task_id in self.skipped:
@@ -209,7 +210,7 @@ class Engine:
 
     def _retry_delay(self, task_id: str) -> float:
         spec = self.flow.tasks[task_id]
-        defaults = self.watcher.current.model
+        defaults = self.defaults
         delay = spec.retry_delay if spec.retry_delay is not None else defaults.default_retry_delay
         backoff = (
             spec.retry_backoff if spec.retry_backoff is not None else defaults.default_retry_backoff
@@ -219,9 +220,7 @@ class Engine:
 
     def max_attempts(self, task_id: str) -> int:
         spec = self.flow.tasks[task_id]
-        retries = (
-            spec.retries if spec.retries is not None else self.watcher.current.model.default_retries
-        )
+        retries = spec.retries if spec.retries is not None else self.defaults.default_retries
         return retries + 1
 
     def _fail_descendants(self, task_id: str) -> None:
@@ -289,13 +288,13 @@ class Engine:
             log_path=log_path,
             cwd=self.flow.folder,
             env=self._env(task_env),
-            kill_grace_s=self.watcher.current.model.kill_grace,
+            kill_grace_s=self.defaults.kill_grace,
             resumed_from=self.resumed_from,
             force=self.force,
         )
 
     def _timeout(self, spec: Any) -> float:
-        return spec.timeout or self.watcher.current.model.default_timeout
+        return spec.timeout or self.defaults.default_timeout
 
     def _record_start(self, task_id: str, attempt: int, log_path: Path) -> None:
         self.listener.attempt_started(task_id, attempt, log_path)
@@ -438,7 +437,7 @@ class Engine:
         try:
             self.reload_settings()
         finally:  # whatever happened, keep watching the file
-            interval = self.watcher.current.model.check_new_config_interval
+            interval = self.defaults.check_new_config_interval
             self._timers[1] = asyncio.get_running_loop().call_later(interval, self._reload_tick)
 
     # -- outcome --------------------------------------------------------------------------
