@@ -227,6 +227,15 @@ def test_command_not_found(project: Project, command: str) -> None:
     assert "nosuchcmd_mflow_test: command not found" in log
 
 
+@pytest.mark.parametrize("command", ["/tmp", "/tmp || exit $?"])  # run directly / by bash
+def test_a_folder_as_command_fails_as_bash_says(project: Project, command: str) -> None:
+    project.write_tasks([bash("folder", command)])
+    project.mflow("run")
+    rows = project.db("SELECT exit_code, log_path FROM mf_attempts")
+    assert rows[0]["exit_code"] == 126
+    assert "/tmp: Is a directory" in Path(rows[0]["log_path"]).read_text()
+
+
 def test_retries_from_config_defaults(project: Project) -> None:
     project.write_config(default_retries=2, default_retry_delay=0)
     project.write_tasks([bash("always", "echo try >> tries.txt; exit 5")])
@@ -367,6 +376,27 @@ def test_big_output_streams_to_the_log(project: Project) -> None:
 
 
 # -- logs and database ----------------------------------------------------------------------------
+
+
+def test_a_daemon_that_left_the_group_does_not_hold_its_task(project: Project) -> None:
+    """A process started with setsid outlives the task and keeps its output open; the task
+    still ends once its own process exits (after a short grace for the output)."""
+    token = unique_token()
+    project.write_tasks(
+        [
+            bash("start", f"setsid sleep {token} & sleep 0.3; echo started"),
+            bash("next", "echo next", "start"),
+        ]
+    )
+    try:
+        result = project.mflow("run", timeout=30)  # the daemon would hold it 1,000 s
+        assert_exit(result, 0)
+        assert project.task_log(1, "start").read_text() == "started\n"
+        assert project.task_log(1, "next").read_text() == "next\n"
+        assert pids_with_arg(token)  # not followed, not killed: it is no longer the task's
+    finally:
+        for pid in pids_with_arg(token):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_task_without_output_leaves_no_log_file(project: Project) -> None:

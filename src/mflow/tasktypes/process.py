@@ -24,6 +24,10 @@ from mflow.liveness import signal_group
 from mflow.tasktypes.context import TaskContext, TaskResult, create_log
 
 _CHUNK = 1 << 20
+# After a task's process exited and its group was killed, how long its output pipe may
+# stay open: only a process that left the group (`setsid`, a daemon) can hold it longer,
+# and the task does not wait for it (as Go's exec.Cmd.WaitDelay).
+OUTPUT_GRACE_S = 2.0
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _DEVNULL: int | None = None
 _WHICH: dict[tuple[str, str], str] = {}
@@ -143,9 +147,31 @@ class _Watcher:
     loop.add_reader builds several objects (it showed in profiles of 10,000-task runs)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
         self._epoll = select.epoll()
         self._handlers: dict[int, Callable[[], None]] = {}
         loop.add_reader(self._epoll.fileno(), self._dispatch)
+        self._lingering: dict[Child, float] = {}  # exited, output still open: since when
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def lingering(self, child: Child) -> None:
+        """`child` exited with its output still open; it is cut off after OUTPUT_GRACE_S.
+        (One timer for all such children: most close their output a moment later.)"""
+        self._lingering[child] = self._loop.time()
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
+
+    def drained(self, child: Child) -> None:
+        self._lingering.pop(child, None)
+
+    def _cut_off_late(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        for child, since in list(self._lingering.items()):
+            if now - since >= OUTPUT_GRACE_S:
+                child.stop_reading()
+        if self._lingering:
+            self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         self._handlers[fd] = handler
@@ -202,6 +228,8 @@ class Child:
         signal_group(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
+        if self._read_fd is not None:
+            self._watcher.lingering(self)
         self._maybe_done()
 
     def _on_output(self) -> None:
@@ -223,10 +251,18 @@ class Child:
             if data:
                 self._write(data)
                 return
+        self.stop_reading()  # every writer closed its end of the pipe
+
+    def stop_reading(self) -> None:
+        """Close the output pipe: at its end, or when only processes that left the task's
+        group still hold it (they get SIGPIPE if they write again)."""
+        assert self._read_fd is not None
+        if self._log_fd is not None:
             os.close(self._log_fd)
+            self._log_fd = None
         if self._lines is not None:
             self._lines.close()
-        # Every writer closed its end of the pipe.
+        self._watcher.drained(self)
         self._watcher.remove(self._read_fd)
         os.close(self._read_fd)
         self._read_fd = None
@@ -334,6 +370,8 @@ def _spawn_failure(log_path: Path, program: str, exc: OSError, as_bash: bool) ->
     """Say what bash would have said, with bash's exit codes (127 not found, 126 not runnable)."""
     if isinstance(exc, FileNotFoundError):
         code, reason = 127, ("No such file or directory" if "/" in program else "command not found")
+    elif isinstance(exc, PermissionError) and os.path.isdir(program):
+        code, reason = 126, "Is a directory"  # what bash says of it
     else:
         code, reason = 126, exc.strerror or str(exc)
     try:
