@@ -381,21 +381,30 @@ def test_a_server_started_before_any_run_creates_nothing_and_waits(project: Proj
     assert [r["state"] for r in client.get("/api/runs").json()["runs"]] == ["SUCCESS"]
 
 
-def test_a_log_left_by_a_replaced_database_is_not_shown(project: Project):
+@pytest.mark.parametrize("master_log", ["kept", "deleted too"])
+def test_a_log_left_by_a_replaced_database_is_not_shown(project: Project, master_log: str):
     """Run ids restart with a new database; a task that printed nothing then has no log of
-    its own, and the file of the same name is an older run's, not its output."""
+    its own, and the file of the same name is an older run's, not its output. mflow.log
+    tells that ids went back (the older files are renamed); without it, their time does."""
     project.write_tasks([bash("a", "echo old a"), bash("b", "echo old b")])
     project.run_ok()
-    hour_ago = time.time() - 3600
-    for task in ("a", "b"):
-        os.utime(project.task_log(1, task), (hour_ago, hour_ago))
     for leftover in project.log_dir.glob("mflow.db*"):
         leftover.unlink()
+    if master_log == "deleted too":
+        (project.log_dir / "mflow.log").unlink()
+        hour_ago = time.time() - 3600
+        for task in ("a", "b"):
+            os.utime(project.task_log(1, task), (hour_ago, hour_ago))
     project.write_tasks([bash("a", "true"), bash("b", "false")])
     result = project.mflow("run")
     assert_exit(result, 1)
     assert "FAILED b: exit code 1  (log: no output)" in result.stdout
-    assert project.last_run_id() == 1 and project.task_log(1, "a").exists()
+    assert project.last_run_id() == 1
+    set_aside = sorted(p.name.split(".replaced-")[0] for p in project.log_dir.glob("*.replaced-*"))
+    if master_log == "kept":
+        assert set_aside == ["master_1_task_a.log", "master_1_task_b.log"]
+    else:
+        assert set_aside == [] and project.task_log(1, "a").exists()
     logs = project.mflow("logs", "1", "a")
     assert_exit(logs, 0)
     assert logs.stdout == "" and "no output" in logs.stderr

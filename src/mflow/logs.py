@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def log_is_current(log: os.stat_result, started_at: datetime | str | None) -> bo
     return log.st_mtime >= started_at.timestamp() - STALE_MARGIN_S
 
 
+def _last_run_in(path: Path) -> int:
+    """The highest run id in the last lines of a master log (0: none, or no log)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, os.fstat(log.fileno()).st_size - 8192))
+            tail = log.read()
+    except OSError:
+        return 0
+    return max((int(found) for found in _RUN_ID_IN_LINE.findall(tail)), default=0)
+
+
+_RUN_ID_IN_LINE = re.compile(rb"Z run (\d{1,18}) ")
+
+
 class MasterLog(RunListener):
     """Appends one timestamped line per state change; written out with each flush."""
 
@@ -60,6 +75,26 @@ class MasterLog(RunListener):
         self._lines: list[str] = []
         self._clock = utc_clock()
         self._logs: dict[str, Path] = {}
+        self.last_run_seen = _last_run_in(self.path)  # before this run writes its own
+
+    def set_aside_older_logs(self) -> None:
+        """Run ids start again when the database is replaced: if this log has seen this
+        run id or a later one, task logs named for this run are an older run's. They are
+        renamed now, before any task starts, so that a task that prints nothing shows no
+        output rather than theirs."""
+        if self.last_run_seen < self.run_id:
+            return
+        prefix = f"master_{self.run_id}_task_"
+        stamp = time.time_ns()
+        with os.scandir(self.path.parent) as entries:
+            older = [
+                e.path for e in entries if e.name.startswith(prefix) and ".replaced-" not in e.name
+            ]
+        for path in older:
+            try:
+                os.replace(path, f"{path}.replaced-{stamp}")
+            except OSError:
+                pass  # readers still tell an older file by its time (log_is_current)
 
     def write(self, text: str) -> None:
         self._lines.append(f"{self._clock.now()} run {self.run_id} {text}\n")

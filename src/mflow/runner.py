@@ -178,6 +178,7 @@ def execute(
         scope=scope,
         **(parent.run_columns() if parent else {}),
     )
+    master.set_aside_older_logs()
     out = Terminal(sys.stdout)
     if live is None:
         live = out.isatty()
