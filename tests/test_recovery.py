@@ -115,6 +115,22 @@ def test_a_task_ignoring_sigterm_gets_sigkill_after_the_grace(project: Project):
 
 
 # -- signals to mflow ---------------------------------------------------------------------
+@pytest.mark.parametrize("start", ["cold", "warm"])
+def test_ctrl_c_while_mflow_loads_says_aborted(project: Project, start: str):
+    project.write_tasks([bash("a", "touch ran")])
+    env = {"MFLOW_FLOW_CACHE": "off"} if start == "cold" else {}
+    if start == "warm":
+        assert_exit(project.mflow("run"), 0)  # kept: the next start is warm
+        (project.root / "ran").unlink()
+    run = project.start("run", env=env)
+    time.sleep(0.05)  # the interpreter is up, mflow still loading (a warm run needs 0.09 s)
+    run.popen.send_signal(signal.SIGINT)
+    result = run.wait()
+    assert_exit(result, 130)
+    assert result.stderr == "Aborted.\n"
+    assert not (project.root / "ran").exists()
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_first_signal_cancels_the_run_and_stops_running_tasks(project: Project, sig, code):
     project.write_tasks(

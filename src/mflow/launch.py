@@ -9,14 +9,18 @@ import sys
 
 
 def main() -> None:
-    from mflow import warmstart
+    try:
+        from mflow import warmstart
 
-    code = warmstart.run(sys.argv[1:])
-    if code is not None:
-        exit_now(code)
-    from mflow.cli import main as command_line
+        code = warmstart.run(sys.argv[1:])
+        if code is not None:
+            exit_now(code)
+        from mflow.cli import main as command_line
 
-    command_line()  # it exits too
+        command_line()  # it exits too
+    except KeyboardInterrupt:  # Ctrl-C while mflow loads, before a command handles it
+        sys.stderr.write("Aborted.\n")
+        exit_now(130)
 
 
 def exit_now(code: int) -> None:
