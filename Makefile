@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-## the benchmark suite (~30 min on 2 cores): mflow against make -j2, xargs -P2, doit, Luigi,
+## the benchmark suite (~35 min on 2 cores): mflow against make -j2, xargs -P2, doit, Luigi,
 ## Snakemake and Prefect (installed into bench/.peers-venv*, not into the project), up to
 ## 100,000 tasks; prints the table and target checks (informational), writes
 ## bench/results.json, bench/results.md and docs/bench-overhead.png
