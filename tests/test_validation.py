@@ -3,6 +3,7 @@ and key; exit code 2, and nothing run or recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -452,3 +453,20 @@ def test_problems_of_config_and_task_file_are_reported_together(project: Project
     files = sorted(p.file for p in problems(result.stderr))
     assert files == ["config.json", "tasks.json"], result
     assert "2 problems found" in result.stderr
+
+
+@pytest.mark.parametrize("tasks", [[bash("a", "true")], [bash("a", "true", "nowhere")]])
+def test_loading_a_flow_leaves_the_cycle_collector_as_it_was(project: Project, tasks):
+    """Loading pauses Python's cycle collector (see mflow.loading); a long-lived process
+    (`mflow serve` reads flows too) must get it back, also after a file was refused."""
+    import gc
+
+    from mflow.errors import InvalidFilesError
+    from mflow.inputs import load_inputs
+
+    project.write_tasks(tasks)
+    assert gc.isenabled()
+    refused = bool(tasks[0].get("depends"))  # on a task that does not exist
+    with pytest.raises(InvalidFilesError) if refused else contextlib.nullcontext():
+        load_inputs(project.root / "config.json", False, project.root / "tasks.json")
+    assert gc.isenabled()

@@ -13,6 +13,7 @@ from mflow.documents import Document, load_document
 from mflow.envvars import unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
+from mflow.loading import without_cycle_collection
 from mflow.logs import log_name_part
 from mflow.modelcheck import check_model, key_in_any_case, lower_case_keys, suggest
 from mflow.tasktypes.base import TaskSpec
@@ -53,7 +54,8 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
     """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
     nesting.validating.append(str(path.resolve()))
     try:
-        return _load_flow(path, types, variables)
+        with without_cycle_collection():
+            return _load_flow(path, types, variables)
     finally:
         nesting.validating.pop()
 

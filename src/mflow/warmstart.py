@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from mflow import __version__
+from mflow.loading import without_cycle_collection
 
 if TYPE_CHECKING:
     from mflow.checked import Inputs
@@ -49,7 +50,8 @@ def run(argv: list[str]) -> int | None:
     if paths is None or not applies():
         return None
     try:
-        found = _kept_inputs(paths)
+        with without_cycle_collection():  # as a cold start loads the flow
+            found = _kept_inputs(paths)
     except KeyboardInterrupt:
         _say("Aborted.")  # as the command line says it
         return 130
