@@ -313,12 +313,11 @@ class Engine:
         log_path = self.log_paths[task_id] = task_log_path(
             self.log_directory, self.run_id, task_id, attempt
         )
-        ctx = self._context(task_id, attempt, spec.env, log_path)
         try:
-            started = start_now(spec, ctx)
+            started = start_now(spec, self._context(task_id, attempt, spec.env, log_path))
         except Exception as exc:  # a bug in a task type must not take the run down
             started = _internal_error(log_path, spec.type, exc)
-        attempt_run = _StartedAttempt(self, task_id, attempt, started, ctx.kill_grace_s)
+        attempt_run = _StartedAttempt(self, task_id, attempt, started)
         self.running[task_id] = attempt_run
         if self._held_records is not None:
             self._held_records.append(attempt_run)
@@ -382,7 +381,7 @@ class Engine:
         assert attempt_run.child is not None
         task_id = attempt_run.task_id
         try:
-            await attempt_run.child.stop(attempt_run.kill_grace_s)
+            await attempt_run.child.stop(self.defaults.kill_grace)
             self._record_cancelled(task_id, attempt_run.attempt)
         finally:  # whatever happened, the run must not wait for this attempt forever
             del self.running[task_id]
@@ -460,16 +459,13 @@ class _StartedAttempt:
     """An attempt the engine started at once (Engine._start): its process, or the result of
     a start that failed. cancel() stops the process as cancelling an attempt's task would."""
 
-    __slots__ = ("engine", "task_id", "attempt", "child", "kill_grace_s", "stopping")
+    __slots__ = ("engine", "task_id", "attempt", "child", "stopping")
 
-    def __init__(
-        self, engine: Engine, task_id: str, attempt: int, started: Any, kill_grace_s: float
-    ):
+    def __init__(self, engine: Engine, task_id: str, attempt: int, started: Any):
         self.engine = engine
         self.task_id = task_id
         self.attempt = attempt
         self.child = None if isinstance(started, TaskResult) else started
-        self.kill_grace_s = kill_grace_s  # as configured when the attempt started
         self.stopping: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:

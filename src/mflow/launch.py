@@ -19,7 +19,8 @@ def main() -> None:
 
         command_line()  # it exits too
     except KeyboardInterrupt:  # Ctrl-C while mflow loads, before a command handles it
-        sys.stderr.write("Aborted.\n")
+        if sys.stderr is not None:  # started with it closed: nothing to say it on
+            sys.stderr.write("Aborted.\n")
         exit_now(130)
 
 

@@ -49,12 +49,8 @@ def run(argv: list[str]) -> int | None:
     paths = file_arguments(argv)
     if paths is None or not applies():
         return None
-    try:
-        with without_cycle_collection():  # as a cold start loads the flow
-            found = _kept_inputs(paths)
-    except KeyboardInterrupt:
-        _say("Aborted.")  # as the command line says it
-        return 130
+    with without_cycle_collection():  # as a cold start loads the flow
+        found = _kept_inputs(paths)
     if found is None:
         return None
     inputs, warnings = found
