@@ -20,7 +20,9 @@ def main() -> None:
         command_line()  # it exits too
     except KeyboardInterrupt:  # Ctrl-C while mflow loads, before a command handles it
         if sys.stderr is not None:  # started with it closed: nothing to say it on
-            sys.stderr.write("Aborted.\n")
+            # A new line first, as click does once a command has started: a terminal has
+            # just echoed ^C where the cursor was.
+            sys.stderr.write("\nAborted.\n")
         exit_now(130)
 
 
