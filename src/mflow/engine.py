@@ -12,7 +12,7 @@ import os
 import signal
 import traceback
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,12 +53,14 @@ class Engine:
         extra_env: dict[str, str] | None = None,
         resumed_from: int | None = None,
         force: bool = False,
+        on_overlap: Callable[[], None] | None = None,
     ):
         """`selected`: run only these tasks (their other dependencies count as met).
         `skipped`: tasks that succeeded in the run being resumed -> where; they show SKIPPED.
         `extra_env`: variables mflow gives every task (run id, reaper token).
         `resumed_from`, `force`: this run resumes that one (with --force); task types that
-        keep state of their own (nested flows) resume it too."""
+        keep state of their own (nested flows) resume it too.
+        `on_overlap`: called once, when a task starts while another runs."""
         self.resumed_from = resumed_from
         self.force = force
         self.flow = flow
@@ -94,6 +96,7 @@ class Engine:
         self._held_records: list[_StartedAttempt] | None = None  # see _started_ended
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelled = False
+        self._on_overlap = on_overlap
         self._done: asyncio.Future[None] | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -163,6 +166,9 @@ class Engine:
     def _fill(self) -> None:
         limit = self.watcher.current.max_process_concurrency
         while self.ready and len(self.running) < limit and not self.cancelled:
+            if self.running and self._on_overlap is not None:
+                self._on_overlap()
+                self._on_overlap = None
             self._launch(self.ready.popleft())
 
     def _launch(self, task_id: str) -> None:
@@ -328,9 +334,7 @@ class Engine:
             loop.call_soon(self._started_ended, attempt_run, started)
         else:
             self.pids[task_id] = started.pid
-            started.done.add_done_callback(
-                lambda _, attempt_run=attempt_run: self._process_ended(attempt_run)
-            )
+            started.on_done = lambda: self._process_ended(attempt_run)
 
     def _record_started(self, attempt_run: _StartedAttempt) -> None:
         task_id, attempt = attempt_run.task_id, attempt_run.attempt

@@ -30,6 +30,7 @@ from mflow.statedb import Backend, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
 from mflow.store.rows import TaskRow
+from mflow.timeslice import ask_short_slice
 from mflow.warmstart import CheckedTask
 
 if TYPE_CHECKING:
@@ -200,6 +201,8 @@ def execute(
         extra_env={RUN_ID_VARIABLE: str(run_id), TOKEN_VARIABLE: reaper.token},
         resumed_from=resumed_from,
         force=force,
+        # From then on mflow's thread shares the cores with its tasks (timeslice.py).
+        on_overlap=ask_short_slice,
     )
     started = time.monotonic()
     # Tasks run in the task file's folder; being there already lets them start without

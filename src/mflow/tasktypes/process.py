@@ -209,6 +209,9 @@ class Child:
         self.pid = pid
         self.returncode: int | None = None
         self.done: asyncio.Future[int] = self.loop.create_future()
+        # Called as soon as `done` is set, in the same turn of the loop (a done callback
+        # would wait for the next): the engine starts the next task from here.
+        self.on_done: Callable[[], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []  # stop() waits here for exit / drain
         self._read_fd: int | None = read_fd
         self._log_path = log_path
@@ -307,6 +310,8 @@ class Child:
                 waiter.set_result(None)
         if self.returncode is not None and self._read_fd is None and not self.done.done():
             self.done.set_result(self.returncode)
+            if self.on_done is not None:
+                self.on_done()
 
     async def _changed(self) -> None:
         waiter = self.loop.create_future()
