@@ -167,8 +167,8 @@ class Engine:
         limit = self.watcher.current.max_process_concurrency
         while self.ready and len(self.running) < limit and not self.cancelled:
             if self.running and self._on_overlap is not None:
-                self._on_overlap()
-                self._on_overlap = None
+                on_overlap, self._on_overlap = self._on_overlap, None
+                on_overlap()
             self._launch(self.ready.popleft())
 
     def _launch(self, task_id: str) -> None:

@@ -153,6 +153,7 @@ class _Watcher:
         loop.add_reader(self._epoll.fileno(), self._dispatch)
         self._lingering: dict[Child, float] = {}  # exited, output still open: since when
         self._sweep: asyncio.TimerHandle | None = None
+        self._ended: list[Child] = []  # done in this dispatch or sweep, on_done still due
 
     def lingering(self, child: Child) -> None:
         """`child` exited with its output still open; it is cut off after OUTPUT_GRACE_S.
@@ -166,12 +167,15 @@ class _Watcher:
 
     def _cut_off_late(self) -> None:
         self._sweep = None
-        now = self._loop.time()
-        for child, since in list(self._lingering.items()):
-            if now - since >= OUTPUT_GRACE_S:
-                child.stop_reading()
-        if self._lingering:
-            self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
+        try:
+            now = self._loop.time()
+            for child, since in list(self._lingering.items()):
+                if now - since >= OUTPUT_GRACE_S:
+                    child.stop_reading()
+        finally:  # whatever happened, keep watching the others
+            if self._lingering and self._sweep is None:
+                self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
+            self._tell_ended()
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         self._handlers[fd] = handler
@@ -181,11 +185,31 @@ class _Watcher:
         del self._handlers[fd]
         self._epoll.unregister(fd)
 
+    def ended(self, child: Child) -> None:
+        """`child` is done: its on_done is called once this dispatch or sweep is over."""
+        self._ended.append(child)
+
     def _dispatch(self) -> None:
-        for fd, _ in self._epoll.poll(0):
-            handler = self._handlers.get(fd)
-            if handler is not None:
-                handler()  # an exception here is a bug: the loop's handler stops the run
+        try:
+            for fd, _ in self._epoll.poll(0):
+                handler = self._handlers.get(fd)
+                if handler is not None:
+                    handler()  # an exception here is a bug: the loop's handler stops the run
+        finally:
+            self._tell_ended()
+
+    def _tell_ended(self) -> None:
+        """Only now, with every event of the poll handled: on_done may start processes,
+        whose descriptors can take the numbers of ones just closed."""
+        while self._ended:
+            child = self._ended.pop(0)
+            try:
+                assert child.on_done is not None
+                child.on_done()
+            except Exception as exc:  # a bug: reported, and the next owners still told
+                self._loop.call_exception_handler(
+                    {"message": "error handling the end of a task", "exception": exc}
+                )
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
@@ -209,8 +233,9 @@ class Child:
         self.pid = pid
         self.returncode: int | None = None
         self.done: asyncio.Future[int] = self.loop.create_future()
-        # Called as soon as `done` is set, in the same turn of the loop (a done callback
-        # would wait for the next): the engine starts the next task from here.
+        # Called in the same turn of the loop as `done` is set (a done callback would wait
+        # for the next), after the other events of that turn: the engine starts the next
+        # task from here.
         self.on_done: Callable[[], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []  # stop() waits here for exit / drain
         self._read_fd: int | None = read_fd
@@ -311,7 +336,7 @@ class Child:
         if self.returncode is not None and self._read_fd is None and not self.done.done():
             self.done.set_result(self.returncode)
             if self.on_done is not None:
-                self.on_done()
+                self._watcher.ended(self)
 
     async def _changed(self) -> None:
         waiter = self.loop.create_future()
