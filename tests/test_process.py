@@ -70,7 +70,7 @@ def test_a_failing_end_handler_does_not_stop_the_cut_off_of_daemons(tmp_path: Pa
                 cwd=Path.cwd(),
                 env=dict(os.environ),
             )
-            child = start_process(["bash", "-c", f"setsid sleep {token} & exit 0"], ctx)
+            child = start_process(["bash", "-c", f"setsid sleep {token} & sleep 0.3; exit 0"], ctx)
             assert isinstance(child, Child)
 
             def on_done(name: str = name) -> None:
