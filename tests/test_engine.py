@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from conftest import (
     MFLOW,
     Project,
+    Result,
     assert_exit,
     assert_no_traceback,
     bash,
@@ -119,6 +121,38 @@ def test_concurrency_limit_holds(project: Project, limit: int, count: int, secon
     assert project.max_concurrency() == limit
     assert len((project.root / "conc.starts").read_text().splitlines()) == count
     assert (project.root / "conc.count").read_text().strip() == "0"
+
+
+@pytest.mark.parametrize("timeout", [None, 30], ids=["started-at-once", "with-a-timeout"])
+def test_more_tasks_at_once_than_open_files_allow_wait_their_turn(
+    project: Project, timeout: int | None
+) -> None:
+    """max_process_concurrency 40 under `ulimit -n 48`: each running task holds two of
+    mflow's descriptors, so not all 40 can start at once. Those that cannot wait for a
+    running task to end (none fails), and the run says why."""
+    project.add_concurrency_script()
+    project.write_config(max_process_concurrency=40)
+    extra = {"timeout": timeout} if timeout else {}
+    project.write_tasks([bash(f"t{i}", f"bash conc.sh 0.5 t{i}", **extra) for i in range(40)])
+    command = " ".join(shlex.quote(arg) for arg in [*MFLOW, "run"])
+    result = subprocess.run(
+        ["bash", "-c", f"ulimit -n 48 && exec {command}"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_no_traceback(Result(["run"], result.returncode, result.stdout, result.stderr))
+    assert set(project.task_states(1).values()) == {"SUCCESS"}
+    assert 2 <= project.max_concurrency() < 40
+    assert len((project.root / "conc.starts").read_text().splitlines()) == 40
+    if timeout is None:  # the engine starts these itself, and says why the others wait
+        assert "tasks can start at once here: too many open files" in result.stdout
+        assert "ulimit -n" in result.stdout
+    attempts = project.db("SELECT count(*) AS n FROM mf_attempts")[0]["n"]
+    assert attempts == 40  # a start that had to wait is not an attempt
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from mflow.listener import RunListener
 from mflow.liveness import signal_group
 from mflow.logs import task_log_path
 from mflow.states import RunState, TaskState, check_transition
-from mflow.tasktypes.context import MAX_SECONDS, TaskContext, TaskResult
+from mflow.tasktypes.context import MAX_SECONDS, OutOfResources, TaskContext, TaskResult
 
 if TYPE_CHECKING:
     from mflow.tasktypes.registry import TaskTypes
@@ -97,6 +97,7 @@ class Engine:
         self.retry_timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelled = False
         self._on_overlap = on_overlap
+        self._resources_noticed = False
         self._done: asyncio.Future[None] | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -169,20 +170,22 @@ class Engine:
             if self.running and self._on_overlap is not None:
                 on_overlap, self._on_overlap = self._on_overlap, None
                 on_overlap()
-            self._launch(self.ready.popleft())
+            if not self._launch(self.ready.popleft()):
+                break  # out of descriptors or processes: wait for a running task to end
 
-    def _launch(self, task_id: str) -> None:
+    def _launch(self, task_id: str) -> bool:
+        """Start an attempt of `task_id`; False if it must wait for a running task to end."""
         attempt = self.attempts[task_id] = self.attempts[task_id] + 1
         spec = self.flow.tasks[task_id]
         task_type = self.types.get(spec.type)
         # Built-in bash has start_now; every other type (a subclass of bash that may have
         # its own run() included) and every attempt with a timeout go through run().
         if "start_now" in type(task_type).__dict__ and not self._timeout(spec):
-            self._start(task_id, attempt, spec, task_type.start_now)
-            return
+            return self._start(task_id, attempt, spec, task_type.start_now)
         atask = asyncio.ensure_future(self._attempt(task_id, attempt))
         self.running[task_id] = atask
         atask.add_done_callback(lambda done, task_id=task_id: self._attempt_done(task_id, done))
+        return True
 
     def _attempt_done(self, task_id: str, atask: asyncio.Task[TaskResult]) -> None:
         del self.running[task_id]
@@ -312,17 +315,29 @@ class Engine:
         )
 
     # -- one attempt, started at once ------------------------------------------------------
-    def _start(self, task_id: str, attempt: int, spec: Any, start_now: Any) -> None:
+    def _start(self, task_id: str, attempt: int, spec: Any, start_now: Any) -> bool:
         """An attempt of a type that can start its process at once (bash), without a timeout:
         no asyncio task and no coroutines, about 30 us less per task, and on a chain the
         next process starts before the previous attempt is recorded (see _started_ended)."""
-        log_path = self.log_paths[task_id] = task_log_path(
-            self.log_directory, self.run_id, task_id, attempt
-        )
+        log_path = task_log_path(self.log_directory, self.run_id, task_id, attempt)
         try:
             started = start_now(spec, self._context(task_id, attempt, spec.env, log_path))
         except Exception as exc:  # a bug in a task type must not take the run down
             started = _internal_error(log_path, spec.type, exc)
+        if isinstance(started, OutOfResources) and self.running:
+            # Not started, nothing recorded: it goes first again once a running task ended
+            # and gave its descriptors back (with nothing running, it fails as it is).
+            self.attempts[task_id] -= 1
+            self.ready.appendleft(task_id)
+            if not self._resources_noticed:
+                self._resources_noticed = True
+                self.listener.notice(
+                    f"no more than {len(self.running)} tasks can start at once here: "
+                    f"{started.reason}. The others wait for running tasks to end; raise "
+                    "the limit to run more at once"
+                )
+            return False
+        self.log_paths[task_id] = log_path
         attempt_run = _StartedAttempt(self, task_id, attempt, started)
         self.running[task_id] = attempt_run
         if self._held_records is not None:
@@ -335,6 +350,7 @@ class Engine:
         else:
             self.pids[task_id] = started.pid
             started.on_done = lambda: self._process_ended(attempt_run)
+        return True
 
     def _record_started(self, attempt_run: _StartedAttempt) -> None:
         task_id, attempt = attempt_run.task_id, attempt_run.attempt

@@ -42,6 +42,14 @@ class TaskResult:
     message: str = ""  # one line; details go to the task log
 
 
+@dataclass(frozen=True)
+class OutOfResources(TaskResult):
+    """Not started for want of open files or processes (ulimit -n, ulimit -u), which a
+    running task gives back when it ends: the start can wait for that."""
+
+    reason: str = ""  # what ran out, and which limit
+
+
 def open_log(ctx: TaskContext) -> TextIO:
     """The attempt's log as a line-buffered text file (for types that write it themselves)."""
     return open(create_log(ctx.log_path), "w", encoding="utf-8", errors="replace", buffering=1)

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import resource
 import select
 import shutil
 import signal
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mflow.liveness import signal_group
-from mflow.tasktypes.context import TaskContext, TaskResult, create_log
+from mflow.tasktypes.context import OutOfResources, TaskContext, TaskResult, create_log
 
 _CHUNK = 1 << 20
 # After a task's process exited and its group was killed, how long its output pipe may
@@ -31,6 +33,26 @@ OUTPUT_GRACE_S = 2.0
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _DEVNULL: int | None = None
 _WHICH: dict[tuple[str, str], str] = {}
+
+
+# What a task that ends gives back: open files (its pipe and pidfd), a process
+_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def _out_of_resources(exc: OSError) -> OutOfResources:
+    if exc.errno == errno.EMFILE:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        what = f"too many open files (mflow may have {soft}: ulimit -n)"
+    elif exc.errno == errno.EAGAIN:
+        what = "no more processes allowed (ulimit -u)"
+    else:
+        what = exc.strerror or str(exc)
+    return OutOfResources(
+        False,
+        None,
+        f"not started: {what}; raise the limit or lower max_process_concurrency",
+        reason=what,
+    )
 
 
 def _devnull() -> int:
@@ -70,6 +92,10 @@ async def run_process(
     `header`: text to start the log with (the command line, say).
     `as_bash`: say a missing program as bash would ("bash: line 1: x: command not found")."""
     started = start_process(argv, ctx, env=env, as_bash=as_bash)
+    watcher = _watcher(asyncio.get_running_loop())
+    while isinstance(started, OutOfResources) and watcher.children:
+        await watcher.a_child_ended()  # it gives its descriptors back
+        started = start_process(argv, ctx, env=env, as_bash=as_bash)
     if isinstance(started, TaskResult):
         return started
     child = started
@@ -94,20 +120,36 @@ def start_process(
     as_bash: bool = False,
 ) -> Child | TaskResult:
     """Start `argv` as the attempt's process, now: its running Child, or the result of a
-    start that failed (program not found, not runnable). Does not call ctx.on_process."""
+    start that failed (program not found, not runnable; OutOfResources when the system's
+    limits refused it). Does not call ctx.on_process."""
     env = ctx.env if env is None else env
     program = resolve_program(argv[0], env)
     if program is None:
         return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError(), as_bash)
-    read_fd, write_fd = os.pipe()
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError as exc:
+        if exc.errno in _SHORTAGES:
+            return _out_of_resources(exc)
+        raise
     try:
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
         os.close(read_fd)
+        if exc.errno in _SHORTAGES:
+            return _out_of_resources(exc)
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
     finally:
         os.close(write_fd)
-    return Child(pid, read_fd, ctx.log_path)
+    try:
+        return Child(pid, read_fd, ctx.log_path)
+    except OSError as exc:  # started, but it cannot be watched: it must not run unwatched
+        signal_group(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_fd)
+        if exc.errno in _SHORTAGES:
+            return _out_of_resources(exc)
+        raise
 
 
 def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], out_fd: int) -> int:
@@ -154,6 +196,8 @@ class _Watcher:
         self._lingering: dict[Child, float] = {}  # exited, output still open: since when
         self._sweep: asyncio.TimerHandle | None = None
         self._ended: list[Child] = []  # done in this dispatch or sweep, on_done still due
+        self.children = 0  # started and not yet done
+        self._waiting_for_an_end: list[asyncio.Future[None]] = []
 
     def lingering(self, child: Child) -> None:
         """`child` exited with its output still open; it is cut off after OUTPUT_GRACE_S.
@@ -185,9 +229,30 @@ class _Watcher:
         del self._handlers[fd]
         self._epoll.unregister(fd)
 
+    def discard(self, fd: int) -> None:
+        """Remove `fd` if it was added (after a failed add)."""
+        if self._handlers.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass  # the handler was kept but the registration itself failed
+
     def ended(self, child: Child) -> None:
         """`child` is done: its on_done is called once this dispatch or sweep is over."""
-        self._ended.append(child)
+        if child.on_done is not None:
+            self._ended.append(child)
+        self.children -= 1
+        if self._waiting_for_an_end:
+            waiting, self._waiting_for_an_end = self._waiting_for_an_end, []
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+
+    async def a_child_ended(self) -> None:
+        """Returns once any child is done (and has given its descriptors back)."""
+        future = self._loop.create_future()
+        self._waiting_for_an_end.append(future)
+        await future
 
     def _dispatch(self) -> None:
         try:
@@ -245,8 +310,15 @@ class Child:
         self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
         self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
-        self._watcher.add(self._pidfd, self._on_exit)
-        self._watcher.add(read_fd, self._on_output)
+        try:
+            self._watcher.add(self._pidfd, self._on_exit)
+            self._watcher.add(read_fd, self._on_output)
+        except OSError:  # the epoll set is full (ENOSPC, ENOMEM): leave nothing behind
+            self._watcher.discard(self._pidfd)
+            self._watcher.discard(read_fd)
+            os.close(self._pidfd)
+            raise
+        self._watcher.children += 1
 
     def _on_exit(self) -> None:
         self._watcher.remove(self._pidfd)
@@ -335,8 +407,7 @@ class Child:
                 waiter.set_result(None)
         if self.returncode is not None and self._read_fd is None and not self.done.done():
             self.done.set_result(self.returncode)
-            if self.on_done is not None:
-                self._watcher.ended(self)
+            self._watcher.ended(self)
 
     async def _changed(self) -> None:
         waiter = self.loop.create_future()
