@@ -127,13 +127,16 @@ def test_concurrency_limit_holds(project: Project, limit: int, count: int, secon
 def test_more_tasks_at_once_than_open_files_allow_wait_their_turn(
     project: Project, timeout: int | None
 ) -> None:
-    """max_process_concurrency 40 under `ulimit -n 48`: each running task holds two of
-    mflow's descriptors, so not all 40 can start at once. Those that cannot wait for a
-    running task to end (none fails), and the run says why."""
+    """max_process_concurrency 40 under `ulimit -n 48`: each running task holds three of
+    mflow's descriptors (output pipe, pidfd, log), so not all 40 can start at once. Those
+    that cannot wait for a running task to end (none fails, every log is written), and
+    the run says why."""
     project.add_concurrency_script()
     project.write_config(max_process_concurrency=40)
     extra = {"timeout": timeout} if timeout else {}
-    project.write_tasks([bash(f"t{i}", f"bash conc.sh 0.5 t{i}", **extra) for i in range(40)])
+    project.write_tasks(
+        [bash(f"t{i}", f"echo hello t{i}; bash conc.sh 0.5 t{i}", **extra) for i in range(40)]
+    )
     command = " ".join(shlex.quote(arg) for arg in [*MFLOW, "run"])
     result = subprocess.run(
         ["bash", "-c", f"ulimit -n 48 && exec {command}"],
@@ -153,6 +156,8 @@ def test_more_tasks_at_once_than_open_files_allow_wait_their_turn(
         assert "ulimit -n" in result.stdout
     attempts = project.db("SELECT count(*) AS n FROM mf_attempts")[0]["n"]
     assert attempts == 40  # a start that had to wait is not an attempt
+    for i in range(40):
+        assert project.task_log(1, f"t{i}").read_text() == f"hello t{i}\n"
 
 
 @pytest.mark.slow

@@ -133,20 +133,32 @@ def start_process(
             return _out_of_resources(exc)
         raise
     try:
+        # The log is created at the task's first byte: hold a descriptor for it from now
+        # on, so that a task that could start can always write its log.
+        log_slot = os.dup(_devnull())
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        if exc.errno in _SHORTAGES:
+            return _out_of_resources(exc)
+        raise
+    try:
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
         os.close(read_fd)
+        os.close(log_slot)
         if exc.errno in _SHORTAGES:
             return _out_of_resources(exc)
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
     finally:
         os.close(write_fd)
     try:
-        return Child(pid, read_fd, ctx.log_path)
+        return Child(pid, read_fd, ctx.log_path, log_slot)
     except OSError as exc:  # started, but it cannot be watched: it must not run unwatched
         signal_group(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(read_fd)
+        os.close(log_slot)
         if exc.errno in _SHORTAGES:
             return _out_of_resources(exc)
         raise
@@ -293,7 +305,7 @@ class Child:
     """One spawned process: its output pipe, its exit, and the means to stop its group.
     `done` is set to the exit code once the process exited and its output is in the log."""
 
-    def __init__(self, pid: int, read_fd: int, log_path: Path):
+    def __init__(self, pid: int, read_fd: int, log_path: Path, log_slot: int | None = None):
         self.loop = asyncio.get_running_loop()
         self.pid = pid
         self.returncode: int | None = None
@@ -306,6 +318,7 @@ class Child:
         self._read_fd: int | None = read_fd
         self._log_path = log_path
         self._log_fd: int | None = None
+        self._log_slot = log_slot  # a descriptor held for the log until it is created
         self._lines: _Lines | None = None
         self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
         self._pidfd = os.pidfd_open(pid)
@@ -362,11 +375,17 @@ class Child:
             self._log_fd = None
         if self._lines is not None:
             self._lines.close()
+        self._release_log_slot()
         self._watcher.drained(self)
         self._watcher.remove(self._read_fd)
         os.close(self._read_fd)
         self._read_fd = None
         self._maybe_done()
+
+    def _release_log_slot(self) -> None:
+        if self._log_slot is not None:
+            os.close(self._log_slot)
+            self._log_slot = None
 
     def observe_lines(self, on_line: Callable[[str], None]) -> None:
         """Also pass every line of output to `on_line` (before any output was read)."""
@@ -385,6 +404,7 @@ class Child:
         self._lines = lines
 
     def _open_log(self, first: bytes) -> None:
+        self._release_log_slot()
         try:
             self._log_fd = create_log(self._log_path)
         except OSError as exc:
