@@ -123,41 +123,61 @@ def test_concurrency_limit_holds(project: Project, limit: int, count: int, secon
     assert (project.root / "conc.count").read_text().strip() == "0"
 
 
-@pytest.mark.parametrize("timeout", [None, 30], ids=["started-at-once", "with-a-timeout"])
-def test_more_tasks_at_once_than_open_files_allow_wait_their_turn(
-    project: Project, timeout: int | None
-) -> None:
-    """max_process_concurrency 40 under `ulimit -n 48`: each running task holds three of
-    mflow's descriptors (output pipe, pidfd, log), so not all 40 can start at once. Those
-    that cannot wait for a running task to end (none fails, every log is written), and
-    the run says why."""
-    project.add_concurrency_script()
-    project.write_config(max_process_concurrency=40)
-    extra = {"timeout": timeout} if timeout else {}
-    project.write_tasks(
-        [bash(f"t{i}", f"echo hello t{i}; bash conc.sh 0.5 t{i}", **extra) for i in range(40)]
-    )
+def _run_under_open_file_limit(project: Project, limit: int) -> Result:
     command = " ".join(shlex.quote(arg) for arg in [*MFLOW, "run"])
-    result = subprocess.run(
-        ["bash", "-c", f"ulimit -n 48 && exec {command}"],
+    completed = subprocess.run(
+        ["bash", "-c", f"ulimit -n {limit} && exec {command}"],
         cwd=project.root,
         capture_output=True,
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_no_traceback(Result(["run"], result.returncode, result.stdout, result.stderr))
+    result = Result(["run"], completed.returncode, completed.stdout, completed.stderr)
+    assert_no_traceback(result)
+    return result
+
+
+def test_more_tasks_at_once_than_open_files_allow_wait_their_turn(project: Project) -> None:
+    """max_process_concurrency 40 under `ulimit -n 64`: each running task holds three of
+    mflow's descriptors (output pipe, pidfd, log), and mflow keeps some free for itself, so
+    not all 40 can start at once. Those that cannot wait for a running task to end (none
+    fails, every log is written), and the run says why."""
+    project.add_concurrency_script()
+    project.write_config(max_process_concurrency=40)
+    project.write_tasks(
+        [bash(f"t{i}", f"echo hello t{i}; bash conc.sh 0.5 t{i}") for i in range(40)]
+    )
+    result = _run_under_open_file_limit(project, 64)
+    assert_exit(result, 0)
     assert set(project.task_states(1).values()) == {"SUCCESS"}
     assert 2 <= project.max_concurrency() < 40
     assert len((project.root / "conc.starts").read_text().splitlines()) == 40
-    if timeout is None:  # the engine starts these itself, and says why the others wait
-        assert "tasks can start at once here: too many open files" in result.stdout
-        assert "ulimit -n" in result.stdout
+    assert "tasks are running and no more can start for now: too many open files" in result.stdout
+    assert "ulimit -n" in result.stdout
     attempts = project.db("SELECT count(*) AS n FROM mf_attempts")[0]["n"]
     assert attempts == 40  # a start that had to wait is not an attempt
     for i in range(40):
         assert project.task_log(1, f"t{i}").read_text() == f"hello t{i}\n"
+
+
+def test_a_task_with_a_timeout_that_cannot_start_fails_saying_why(project: Project) -> None:
+    """Attempts with a timeout (and other task types) are recorded RUNNING before their
+    process starts, so they do not wait their turn: they fail with what ran out and which
+    limit to raise (and their retries apply), and the run goes on."""
+    project.write_config(max_process_concurrency=40)
+    project.write_tasks([bash(f"t{i}", "sleep 0.5", timeout=30) for i in range(40)])
+    result = _run_under_open_file_limit(project, 64)
+    assert_exit(result, 1)
+    states = project.task_states(1)
+    assert "SUCCESS" in states.values() and "FAILED" in states.values()
+    messages = {
+        row["message"] for row in project.db("SELECT message FROM mf_tasks WHERE state = 'FAILED'")
+    }
+    assert messages == {
+        "not started: too many open files (mflow may have 64: ulimit -n); "
+        "raise the limit or lower max_process_concurrency"
+    }
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 from conftest import pids_with_arg, unique_token
@@ -90,3 +92,27 @@ def test_a_failing_end_handler_does_not_stop_the_cut_off_of_daemons(tmp_path: Pa
             os.kill(pid, signal.SIGKILL)
     assert sorted(told) == ["a", "b"]
     assert [str(error) for error in errors] == ["a bug in a's handler"]
+
+
+def test_a_process_started_in_another_folder_is_reaped_by_mflow_alone(tmp_path: Path) -> None:
+    """A task whose folder is not mflow's current one is started through subprocess.Popen.
+    subprocess reaps, at its next Popen, the processes of Popen objects dropped while they
+    ran; mflow must keep its own, or its wait for the exit fails."""
+
+    async def run() -> int:
+        ctx = TaskContext(
+            run_id=1,
+            task_id="elsewhere",
+            attempt=1,
+            log_path=tmp_path / "elsewhere.log",
+            cwd=tmp_path,  # not the current folder
+            env=dict(os.environ),
+        )
+        child = start_process(["true"], ctx)
+        assert isinstance(child, Child)
+        time.sleep(0.3)  # it has exited, and the loop has not seen it yet
+        subprocess.run(["true"], check=True)  # another Popen
+        return await asyncio.wait_for(child.done, 10)
+
+    assert Path.cwd() != tmp_path
+    assert asyncio.run(run()) == 0

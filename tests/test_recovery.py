@@ -157,6 +157,33 @@ def test_first_signal_cancels_the_run_and_stops_running_tasks(project: Project, 
     assert _attempts(project, run_id, "running")[0]["state"] == "CANCELLED"
 
 
+def test_a_retry_waiting_for_a_free_slot_is_cancelled_with_the_run(project: Project):
+    """One slot: `flaky` fails, its retry is due while `busy` holds the slot, so it waits
+    as RETRYING. Cancelling the run then cancels it too, rather than leaving it RETRYING."""
+    project.write_config(max_process_concurrency=1)
+    project.write_tasks(
+        [
+            bash("flaky", "exit 1", retries=1, retry_delay=0),
+            bash("busy", "touch started; while true; do sleep 0.05; done"),
+        ]
+    )
+    bg = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the busy task's start")
+    wait_for(
+        lambda: (
+            project.db_when_ready("SELECT state FROM mf_tasks WHERE task_id = 'flaky'")
+            == [{"state": "RETRYING"}]
+        ),
+        what="the retry to be recorded",
+    )
+    os.kill(bg.pid, signal.SIGTERM)
+    assert_exit(bg.wait(30), 143)
+    assert project.task_states(project.last_run_id()) == {
+        "flaky": "CANCELLED",
+        "busy": "CANCELLED",
+    }
+
+
 def test_a_second_ctrl_c_kills_at_once(project: Project):
     project.write_config(kill_grace=60)
     project.write_tasks(

@@ -244,7 +244,8 @@ class Engine:
             return
         if self.cancelled:
             for task_id, state in self.state.items():
-                if state is TaskState.PENDING:
+                # RETRYING: its retry was due, but it still waited for a free slot
+                if state in (TaskState.PENDING, TaskState.RETRYING):
                     self._set_state(task_id, TaskState.CANCELLED, "run cancelled")
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
@@ -324,19 +325,25 @@ class Engine:
             started = start_now(spec, self._context(task_id, attempt, spec.env, log_path))
         except Exception as exc:  # a bug in a task type must not take the run down
             started = _internal_error(log_path, spec.type, exc)
-        if isinstance(started, OutOfResources) and self.running:
-            # Not started, nothing recorded: it goes first again once a running task ended
-            # and gave its descriptors back (with nothing running, it fails as it is).
-            self.attempts[task_id] -= 1
-            self.ready.appendleft(task_id)
-            if not self._resources_noticed:
-                self._resources_noticed = True
-                self.listener.notice(
-                    f"no more than {len(self.running)} tasks can start at once here: "
-                    f"{started.reason}. The others wait for running tasks to end; raise "
-                    "the limit to run more at once"
-                )
-            return False
+        if isinstance(started, OutOfResources):
+            processes = sum(
+                1
+                for run in self.running.values()
+                if isinstance(run, _StartedAttempt) and run.child is not None
+            )
+            if processes:
+                # Nothing ran, nothing is recorded: it goes first again once one of these
+                # processes ended and gave its files back. (With none, it fails as it is.)
+                self.attempts[task_id] -= 1
+                self.ready.appendleft(task_id)
+                if not self._resources_noticed:
+                    self._resources_noticed = True
+                    self.listener.notice(
+                        f"{processes} tasks are running and no more can start for now: "
+                        f"{started.reason}. The others wait for running tasks to end; "
+                        "raise the limit to run more at once"
+                    )
+                return False
         self.log_paths[task_id] = log_path
         attempt_run = _StartedAttempt(self, task_id, attempt, started)
         self.running[task_id] = attempt_run

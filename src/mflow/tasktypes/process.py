@@ -21,9 +21,13 @@ import signal
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mflow.liveness import signal_group
 from mflow.tasktypes.context import OutOfResources, TaskContext, TaskResult, create_log
+
+if TYPE_CHECKING:
+    import subprocess
 
 _CHUNK = 1 << 20
 # After a task's process exited and its group was killed, how long its output pipe may
@@ -33,20 +37,27 @@ OUTPUT_GRACE_S = 2.0
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _DEVNULL: int | None = None
 _WHICH: dict[tuple[str, str], str] = {}
+_POPENS: dict[int, subprocess.Popen[bytes]] = {}  # see _spawn
 
 
-# What a task that ends gives back: open files (its pipe and pidfd), a process
-_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+# What a task that ends gives back: open files (its pipe, pidfd and log), a process
+_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN})
+# Open files kept free for mflow itself (re-reading config.json, a late import, the
+# connections of SQL and HTTP tasks): a process task does not start into them.
+FILES_KEPT_FREE = 16
+
+
+def _open_file_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _out_of_resources(exc: OSError) -> OutOfResources:
     if exc.errno == errno.EMFILE:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        what = f"too many open files (mflow may have {soft}: ulimit -n)"
-    elif exc.errno == errno.EAGAIN:
-        what = "no more processes allowed (ulimit -u)"
+        what = f"too many open files (mflow may have {_open_file_limit()}: ulimit -n)"
+    elif exc.errno == errno.ENFILE:
+        what = "the system's table of open files is full (fs.file-max)"
     else:
-        what = exc.strerror or str(exc)
+        what = "no more processes allowed (ulimit -u, or the cgroup's pids.max)"
     return OutOfResources(
         False,
         None,
@@ -92,10 +103,6 @@ async def run_process(
     `header`: text to start the log with (the command line, say).
     `as_bash`: say a missing program as bash would ("bash: line 1: x: command not found")."""
     started = start_process(argv, ctx, env=env, as_bash=as_bash)
-    watcher = _watcher(asyncio.get_running_loop())
-    while isinstance(started, OutOfResources) and watcher.children:
-        await watcher.a_child_ended()  # it gives its descriptors back
-        started = start_process(argv, ctx, env=env, as_bash=as_bash)
     if isinstance(started, TaskResult):
         return started
     child = started
@@ -121,47 +128,48 @@ def start_process(
 ) -> Child | TaskResult:
     """Start `argv` as the attempt's process, now: its running Child, or the result of a
     start that failed (program not found, not runnable; OutOfResources when the system's
-    limits refused it). Does not call ctx.on_process."""
+    limits refused it, before anything ran). Does not call ctx.on_process."""
     env = ctx.env if env is None else env
     program = resolve_program(argv[0], env)
     if program is None:
         return _spawn_failure(ctx.log_path, argv[0], FileNotFoundError(), as_bash)
+    held: list[int] = []  # descriptors to close if the start goes no further
     try:
         read_fd, write_fd = os.pipe()
-    except OSError as exc:
-        if exc.errno in _SHORTAGES:
-            return _out_of_resources(exc)
-        raise
-    try:
+        held += (read_fd, write_fd)
         # The log is created at the task's first byte: hold a descriptor for it from now
         # on, so that a task that could start can always write its log.
         log_slot = os.dup(_devnull())
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
-        if exc.errno in _SHORTAGES:
-            return _out_of_resources(exc)
-        raise
-    try:
+        held.append(log_slot)
+        if log_slot >= _open_file_limit() - FILES_KEPT_FREE:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
     except OSError as exc:
-        os.close(read_fd)
-        os.close(log_slot)
+        for fd in held:
+            os.close(fd)
         if exc.errno in _SHORTAGES:
             return _out_of_resources(exc)
+        if len(held) < 3:  # the pipe or the slot, not the program
+            raise
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
-    finally:
-        os.close(write_fd)
+    except BaseException:  # ValueError: a NUL byte in an argument, say
+        for fd in held:
+            os.close(fd)
+        raise
+    os.close(write_fd)
     try:
         return Child(pid, read_fd, ctx.log_path, log_slot)
     except OSError as exc:  # started, but it cannot be watched: it must not run unwatched
-        signal_group(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_fd)
-        os.close(log_slot)
-        if exc.errno in _SHORTAGES:
-            return _out_of_resources(exc)
-        raise
+        try:
+            signal_group(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _POPENS.pop(pid, None)
+        finally:
+            os.close(read_fd)
+            os.close(log_slot)
+        # Not OutOfResources: it may have done part of its work, and must not run again
+        # unasked (its retries apply).
+        return TaskResult(False, None, f"cannot watch its process: {exc.strerror or exc}")
 
 
 def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], out_fd: int) -> int:
@@ -183,7 +191,7 @@ def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], ou
         )
     import subprocess  # posix_spawn cannot change directory
 
-    return subprocess.Popen(
+    popen = subprocess.Popen(
         list(argv),
         executable=program,
         stdin=_devnull(),
@@ -192,7 +200,11 @@ def _spawn(program: str, argv: Sequence[str], cwd: Path, env: dict[str, str], ou
         cwd=cwd,
         env=env,
         process_group=0,
-    ).pid
+    )
+    # Kept until the Child reaps it: a Popen dropped while its process runs is reaped by
+    # the subprocess module's own clean-up at the next Popen, and the Child's waitpid fails.
+    _POPENS[popen.pid] = popen
+    return popen.pid
 
 
 class _Watcher:
@@ -208,8 +220,6 @@ class _Watcher:
         self._lingering: dict[Child, float] = {}  # exited, output still open: since when
         self._sweep: asyncio.TimerHandle | None = None
         self._ended: list[Child] = []  # done in this dispatch or sweep, on_done still due
-        self.children = 0  # started and not yet done
-        self._waiting_for_an_end: list[asyncio.Future[None]] = []
 
     def lingering(self, child: Child) -> None:
         """`child` exited with its output still open; it is cut off after OUTPUT_GRACE_S.
@@ -251,20 +261,7 @@ class _Watcher:
 
     def ended(self, child: Child) -> None:
         """`child` is done: its on_done is called once this dispatch or sweep is over."""
-        if child.on_done is not None:
-            self._ended.append(child)
-        self.children -= 1
-        if self._waiting_for_an_end:
-            waiting, self._waiting_for_an_end = self._waiting_for_an_end, []
-            for future in waiting:
-                if not future.done():
-                    future.set_result(None)
-
-    async def a_child_ended(self) -> None:
-        """Returns once any child is done (and has given its descriptors back)."""
-        future = self._loop.create_future()
-        self._waiting_for_an_end.append(future)
-        await future
+        self._ended.append(child)
 
     def _dispatch(self) -> None:
         try:
@@ -331,7 +328,6 @@ class Child:
             self._watcher.discard(read_fd)
             os.close(self._pidfd)
             raise
-        self._watcher.children += 1
 
     def _on_exit(self) -> None:
         self._watcher.remove(self._pidfd)
@@ -341,6 +337,9 @@ class Child:
         signal_group(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
+        popen = _POPENS.pop(self.pid, None)
+        if popen is not None:
+            popen.returncode = self.returncode  # reaped: nothing left for subprocess to do
         if self._read_fd is not None:
             self._watcher.lingering(self)
         self._maybe_done()
@@ -427,7 +426,8 @@ class Child:
                 waiter.set_result(None)
         if self.returncode is not None and self._read_fd is None and not self.done.done():
             self.done.set_result(self.returncode)
-            self._watcher.ended(self)
+            if self.on_done is not None:
+                self._watcher.ended(self)
 
     async def _changed(self) -> None:
         waiter = self.loop.create_future()
