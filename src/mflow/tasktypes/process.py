@@ -318,8 +318,8 @@ class Child:
         self._log_slot = log_slot  # a descriptor held for the log until it is created
         self._lines: _Lines | None = None
         self.log_error: str | None = None  # output was lost: the attempt must not pass for OK
-        self._pidfd = os.pidfd_open(pid)
         self._watcher = _watcher(self.loop)
+        self._pidfd = os.pidfd_open(pid)
         try:
             self._watcher.add(self._pidfd, self._on_exit)
             self._watcher.add(read_fd, self._on_output)
@@ -372,14 +372,16 @@ class Child:
         if self._log_fd is not None:
             os.close(self._log_fd)
             self._log_fd = None
-        if self._lines is not None:
-            self._lines.close()
-        self._release_log_slot()
-        self._watcher.drained(self)
-        self._watcher.remove(self._read_fd)
-        os.close(self._read_fd)
-        self._read_fd = None
-        self._maybe_done()
+        try:
+            if self._lines is not None:
+                self._lines.close()  # the observer's last line
+        finally:  # whatever the observer did, the pipe is closed and the task can end
+            self._release_log_slot()
+            self._watcher.drained(self)
+            self._watcher.remove(self._read_fd)
+            os.close(self._read_fd)
+            self._read_fd = None
+            self._maybe_done()
 
     def _release_log_slot(self) -> None:
         if self._log_slot is not None:
