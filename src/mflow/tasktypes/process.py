@@ -48,7 +48,8 @@ FILES_KEPT_FREE = 16
 
 
 def _open_file_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 62  # (Linux refuses infinity)
 
 
 def _out_of_resources(exc: OSError) -> OutOfResources:
