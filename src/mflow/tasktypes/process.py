@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import resource
 import select
@@ -47,6 +48,7 @@ _SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN})
 FILES_KEPT_FREE = 16
 
 
+@functools.cache  # read once: not a system call per task
 def _open_file_limit() -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return soft if soft != resource.RLIM_INFINITY else 1 << 62  # (Linux refuses infinity)
@@ -145,18 +147,16 @@ def start_process(
         if log_slot >= _open_file_limit() - FILES_KEPT_FREE:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         pid = _spawn(program, argv, ctx.cwd, env, write_fd)
-    except OSError as exc:
+    except BaseException as exc:  # also ValueError (a NUL byte in an argument, say)
         for fd in held:
             os.close(fd)
+        if not isinstance(exc, OSError):
+            raise
         if exc.errno in _SHORTAGES:
             return _out_of_resources(exc)
         if len(held) < 3:  # the pipe or the slot, not the program
             raise
         return _spawn_failure(ctx.log_path, argv[0], exc, as_bash)
-    except BaseException:  # ValueError: a NUL byte in an argument, say
-        for fd in held:
-            os.close(fd)
-        raise
     os.close(write_fd)
     try:
         return Child(pid, read_fd, ctx.log_path, log_slot)
