@@ -954,7 +954,8 @@ def parse_args():
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="n=3, no 100k workloads, no Luigi/Snakemake/Prefect, no report files or chart",
+        help="n=3, no 100k workloads, no Luigi/Snakemake/Prefect, no report files or chart"
+        " (nor with --only or --runners, unless --md/--chart say where)",
     )
     ap.add_argument("--mflow", help="mflow executable (default: next to python, else PATH)")
     ap.add_argument("--out", help="write workload files here and keep them (default: temp dir)")
@@ -970,6 +971,7 @@ def parse_args():
     if bad:
         ap.error(f"unknown workload(s) {bad}; choose from {ORDER}")
     args.names = [w for w in ORDER if w in names]
+    explicit_runners = args.runners is not None
     default_runners = [r for r in RUNNERS if not (args.quick and r in SLOW)]
     args.runners = args.runners.split(",") if args.runners else default_runners
     bad = [r for r in args.runners if r not in RUNNERS]
@@ -980,7 +982,9 @@ def parse_args():
         args.n = 3 if args.quick else 5
     if args.n < 1:
         ap.error("-n must be >= 1")
-    if args.quick:
+    # Only a full run replaces the committed report and chart: a quick or partial one
+    # (--only, --runners) writes its JSON aside, unless told where to write.
+    if args.quick or args.only or explicit_runners:
         args.json = args.json or os.path.join(HERE, "results-quick.json")
     else:
         args.json = args.json or os.path.join(HERE, "results.json")
