@@ -4,6 +4,7 @@ propagation, environment, working folder, process groups, logs and the state dat
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -646,3 +647,22 @@ def test_cancel_in_the_turn_attempts_are_launched_still_ends_the_run(
     outcome = asyncio.run(run_with_deadline())
     assert outcome.state is RunState.CANCELLED
     assert set(outcome.task_states.values()) == {TaskState.CANCELLED}
+
+
+def test_a_finished_process_is_freed_at_once_and_the_collector_left_as_found(project: Project):
+    """A bash attempt's Child is freed as soon as its end is handled, not kept alive by a
+    reference cycle until the cycle collector runs (every hundred tasks or so, a walk over
+    them all). And a run hides its flow from the collector only while it runs."""
+    from mflow.tasktypes.process import Child
+
+    project.write_tasks([bash(f"t{i}", "true") for i in range(20)])
+    gc.collect()
+    gc.disable()  # what is still alive after the run is what reference counting kept
+    try:
+        result = run_in_process(project)
+        alive = [obj for obj in gc.get_objects() if isinstance(obj, Child)]
+    finally:
+        gc.enable()
+    assert result.outcome.state == "SUCCESS"
+    assert alive == []
+    assert gc.get_freeze_count() == 0

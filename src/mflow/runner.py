@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -213,9 +214,13 @@ def execute(
     out.flush()
     received: list[int] = []
     bugs: list[str] = []
+    # What was made so far (the flow, the modules) lives as long as the run: kept out of
+    # the cycle collector's walks, which then cover only what the run itself makes.
+    gc.freeze()
     try:
         outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
+        gc.unfreeze()  # collectable again, for a caller that goes on (tests, a nested run)
         reaper.close()
         inputs.types.close()
         reporter.flush()  # the run's lines before any error about it

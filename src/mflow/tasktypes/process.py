@@ -278,9 +278,12 @@ class _Watcher:
         whose descriptors can take the numbers of ones just closed."""
         while self._ended:
             child = self._ended.pop(0)
+            # Told once, and let go: the handler usually refers back to the child, and the
+            # cycle would leave both to the cycle collector (a collection every ~100 tasks).
+            on_done, child.on_done = child.on_done, None
             try:
-                assert child.on_done is not None
-                child.on_done()
+                assert on_done is not None
+                on_done()
             except Exception as exc:  # a bug: reported, and the next owners still told
                 self._loop.call_exception_handler(
                     {"message": "error handling the end of a task", "exception": exc}
