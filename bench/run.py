@@ -29,8 +29,10 @@ where a run would take minutes to hours; every skip is recorded with its reason.
   python3 bench/run.py --quick              # a few minutes: no 100k, no slow peers, n=3
   python3 bench/run.py --only w1,w2 --runners mflow,make -n 9
 
-Writes results as JSON (bench/results.json), a Markdown report (bench/results.md, also
-printed) and the chart docs/bench-overhead.png. Target checks are printed as PASS/FAIL and
+A full run writes results as JSON (bench/results.json), a Markdown report
+(bench/results.md, also printed) and the chart docs/bench-overhead.png. A quick or partial
+run (--quick, --only, --runners) prints the report and writes bench/results-quick.json
+only, unless --md or --chart say where to write more. Target checks are printed as PASS/FAIL and
 are informational: the exit status is 1 only if a run crashed (non-zero exit, wrong
 result, or mflow timed out), 0 otherwise.
 """
@@ -954,14 +956,22 @@ def parse_args():
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="n=3, no 100k workloads, no Luigi/Snakemake/Prefect, no report files or chart"
-        " (nor with --only or --runners, unless --md/--chart say where)",
+        help="n=3, no 100k workloads, no Luigi/Snakemake/Prefect; JSON to results-quick.json",
     )
     ap.add_argument("--mflow", help="mflow executable (default: next to python, else PATH)")
     ap.add_argument("--out", help="write workload files here and keep them (default: temp dir)")
-    ap.add_argument("--json", help="results as JSON (default bench/results.json)")
-    ap.add_argument("--md", help="Markdown report (default bench/results.md)")
-    ap.add_argument("--chart", help="chart PNG (default docs/bench-overhead.png)")
+    ap.add_argument(
+        "--json",
+        help="results as JSON (default bench/results.json; bench/results-quick.json for a"
+        " quick or partial run: --quick, --only or --runners)",
+    )
+    ap.add_argument(
+        "--md", help="Markdown report (default bench/results.md; none for a quick or partial run)"
+    )
+    ap.add_argument(
+        "--chart",
+        help="chart PNG (default docs/bench-overhead.png; none for a quick or partial run)",
+    )
     ap.add_argument(
         "--timeout", type=float, default=480, help="upper bound of the per-run timeouts (s)"
     )
