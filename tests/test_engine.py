@@ -667,3 +667,20 @@ def test_a_finished_process_is_freed_at_once_and_the_collector_left_as_found(pro
     assert result.outcome.state == "SUCCESS"
     assert alive == []
     assert gc.get_freeze_count() == 0
+
+
+def test_flows_run_in_turn_in_one_process_leave_no_open_files_behind(project: Project):
+    """A program that embeds mflow and runs flows one after another (a scheduler service,
+    these tests) must not gain open files with each run: each run's event loop, and the
+    epoll set that watched its processes, go once the run is over."""
+    project.write_tasks([bash(f"t{i}", "true") for i in range(3)])
+
+    def open_files() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    assert run_in_process(project).outcome.state == "SUCCESS"  # opens what is kept for good
+    before = open_files()
+    for _ in range(4):
+        assert run_in_process(project).outcome.state == "SUCCESS"
+    assert open_files() == before

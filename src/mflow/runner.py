@@ -31,6 +31,7 @@ from mflow.statedb import Backend, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
 from mflow.store.rows import TaskRow
+from mflow.tasktypes.process import release_watcher
 from mflow.timeslice import ask_short_slice
 from mflow.warmstart import CheckedTask
 
@@ -216,11 +217,15 @@ def execute(
     bugs: list[str] = []
     # What was made so far (the flow, the modules) lives as long as the run: kept out of
     # the cycle collector's walks, which then cover only what the run itself makes.
-    gc.freeze()
+    # (Unless the caller froze objects of its own: those it unfreezes itself.)
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
     try:
         outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
-        gc.unfreeze()  # collectable again, for a caller that goes on (tests, a nested run)
+        if freezing:
+            gc.unfreeze()  # collectable again, for a caller that goes on (tests, an embedder)
         reaper.close()
         inputs.types.close()
         reporter.flush()  # the run's lines before any error about it
@@ -277,7 +282,10 @@ async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, engine.reload_settings)
-    return await engine.run()
+    try:
+        return await engine.run()
+    finally:
+        release_watcher()  # for a program that runs flows in turn (see its docstring)
 
 
 def run_nested(

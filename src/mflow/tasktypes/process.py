@@ -244,6 +244,13 @@ class _Watcher:
                 self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
             self._tell_ended()
 
+    def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         self._handlers[fd] = handler
         self._epoll.register(fd, select.EPOLLIN)
@@ -293,6 +300,16 @@ class _Watcher:
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def release_watcher() -> None:
+    """Once the running loop's processes are all done (the end of a run): close its epoll
+    set. The watcher and its loop refer to each other, and the loop's timers to both, so
+    in a process that runs flows in turn (a program embedding mflow, the tests) each
+    finished run would otherwise keep its loop and an open epoll set."""
+    watcher = _watchers.pop(asyncio.get_running_loop(), None)
+    if watcher is not None:
+        watcher.close()
 
 
 def _watcher(loop: asyncio.AbstractEventLoop) -> _Watcher:
