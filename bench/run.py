@@ -25,9 +25,11 @@ a warm-up round; a runner leaves the rotation after N counted runs or once its c
 runs exceed the workload's time budget (at least one counted run). Slow peers are skipped
 where a run would take minutes to hours; every skip is recorded with its reason.
 
-  python3 bench/run.py                      # the full suite (about 30 minutes on 2 cores)
-  python3 bench/run.py --quick              # a few minutes: no 100k, no slow peers, n=3
-  python3 bench/run.py --only w1,w2 --runners mflow,make -n 9
+  .venv/bin/python bench/run.py             # the full suite (about 35 minutes on 2 cores)
+  .venv/bin/python bench/run.py --quick     # a few minutes: no 100k, no slow peers, n=3
+  .venv/bin/python bench/run.py --only w1,w2 --runners make -n 9
+
+(With the project's venv: mflow is found next to its python. mflow always runs.)
 
 A full run writes results as JSON (bench/results.json), a Markdown report
 (bench/results.md, also printed) and the chart docs/bench-overhead.png. A quick or partial
@@ -949,7 +951,12 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
-    ap.add_argument("-n", type=int, help="counted runs per runner (default 5; --quick 3)")
+    ap.add_argument(
+        "-n",
+        type=int,
+        help="counted runs per runner (default 5; --quick 3); twice that on the workloads"
+        " of a fraction of a second, at most 3 for validate_*, at most 2 at 100k",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
     ap.add_argument("--only", help="comma-separated workloads (default all): " + ",".join(ORDER))
     ap.add_argument("--runners", help="comma-separated runners (default all): " + ",".join(RUNNERS))
@@ -979,19 +986,23 @@ def parse_args():
     names = args.only.split(",") if args.only else (QUICK if args.quick else ORDER)
     bad = [w for w in names if w not in ORDER]
     if bad:
-        ap.error(f"unknown workload(s) {bad}; choose from {ORDER}")
+        ap.error(f"unknown workload {', '.join(map(repr, bad))}; choose from {', '.join(ORDER)}")
     args.names = [w for w in ORDER if w in names]
     explicit_runners = args.runners is not None
     default_runners = [r for r in RUNNERS if not (args.quick and r in SLOW)]
     args.runners = args.runners.split(",") if args.runners else default_runners
     bad = [r for r in args.runners if r not in RUNNERS]
     if bad:
-        ap.error(f"unknown runner(s) {bad}; choose from {RUNNERS}")
+        ap.error(f"unknown runner {', '.join(map(repr, bad))}; choose from {', '.join(RUNNERS)}")
     args.runners = [r for r in RUNNERS if r in args.runners or r == "mflow"]
     if args.n is None:
         args.n = 3 if args.quick else 5
     if args.n < 1:
         ap.error("-n must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
+    if not args.timeout > 0:
+        ap.error("--timeout must be > 0 (seconds)")
     # Only a full run replaces the committed report and chart: a quick or partial one
     # (--only, --runners) writes its JSON aside, unless told where to write.
     if args.quick or args.only or explicit_runners:
