@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import pids_with_arg, unique_token
 from mflow.tasktypes.context import TaskContext
-from mflow.tasktypes.process import Child, start_process
+from mflow.tasktypes.process import Child, release_watcher, start_process
 
 
 def _context(folder: Path, name: str, cwd: Path | None = None) -> TaskContext:
@@ -90,4 +90,18 @@ def test_a_process_started_in_another_folder_is_reaped_by_mflow_alone(tmp_path: 
         return await asyncio.wait_for(child.done, 10)
 
     assert Path.cwd() != tmp_path  # so the task is started in another folder, through Popen
+    assert asyncio.run(run()) == 0
+
+
+def test_a_watcher_still_watching_a_process_is_kept_at_the_end_of_a_run(tmp_path: Path) -> None:
+    """A run closes its watcher's epoll set as it ends, but not while a process is still
+    watched (a run cut short by a bug stops its tasks while the loop winds down): that
+    process must still be seen to end."""
+
+    async def run() -> int:
+        child = start_process(["sleep", "0.2"], _context(tmp_path, "a"))
+        assert isinstance(child, Child)
+        release_watcher()
+        return await asyncio.wait_for(child.done, 10)
+
     assert asyncio.run(run()) == 0

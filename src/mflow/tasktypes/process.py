@@ -244,6 +244,9 @@ class _Watcher:
                 self._sweep = self._loop.call_later(OUTPUT_GRACE_S, self._cut_off_late)
             self._tell_ended()
 
+    def watching(self) -> bool:
+        return bool(self._handlers or self._lingering)
+
     def close(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
@@ -303,12 +306,16 @@ _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
 
 
 def release_watcher() -> None:
-    """Once the running loop's processes are all done (the end of a run): close its epoll
-    set. The watcher and its loop refer to each other, and the loop's timers to both, so
-    in a process that runs flows in turn (a program embedding mflow, the tests) each
-    finished run would otherwise keep its loop and an open epoll set."""
-    watcher = _watchers.pop(asyncio.get_running_loop(), None)
-    if watcher is not None:
+    """At the end of a run: close the running loop's epoll set, if it watches nothing more.
+    The watcher and its loop refer to each other, and the loop's timers to both, so in a
+    process that runs flows in turn (a program embedding mflow, the tests) each finished
+    run would otherwise keep its loop and an open epoll set."""
+    loop = asyncio.get_running_loop()
+    watcher = _watchers.get(loop)
+    # Only an idle one: after a bug, children may still be stopped while the loop winds
+    # down (asyncio.run cancels what is left), and they need its events to end.
+    if watcher is not None and not watcher.watching():
+        del _watchers[loop]
         watcher.close()
 
 
