@@ -1,4 +1,5 @@
-"""Loading big flows: the cycle collector paused while a flow's objects are made."""
+"""Big flows and Python's cycle collector: paused while a flow's objects are made, and
+kept off them while the flow runs."""
 
 from __future__ import annotations
 
@@ -19,3 +20,19 @@ def without_cycle_collection() -> Iterator[None]:
     finally:
         if was_on:
             gc.enable()
+
+
+@contextlib.contextmanager
+def flow_out_of_collection() -> Iterator[None]:
+    """What was made before a run (the flow, the modules) lives as long as the run: kept out
+    of the cycle collector's walks (`gc.freeze`), which then cover only what the run itself
+    makes. Undone after, for a caller that goes on; unless the caller froze objects of its
+    own, which it unfreezes itself."""
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if freezing:
+            gc.unfreeze()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from mflow.engine import Engine, RunOutcome
 from mflow.envvars import RUN_ID_VARIABLE
 from mflow.errors import EnvironmentFault, InternalError, UsageError
 from mflow.listener import Listeners
+from mflow.loading import flow_out_of_collection
 from mflow.logs import MasterLog
 from mflow.nesting import ParentLink
 from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
@@ -215,17 +215,10 @@ def execute(
     out.flush()
     received: list[int] = []
     bugs: list[str] = []
-    # What was made so far (the flow, the modules) lives as long as the run: kept out of
-    # the cycle collector's walks, which then cover only what the run itself makes.
-    # (Unless the caller froze objects of its own: those it unfreezes itself.)
-    freezing = gc.get_freeze_count() == 0
-    if freezing:
-        gc.freeze()
     try:
-        outcome = asyncio.run(_run_with_signals(engine, received, bugs))
+        with flow_out_of_collection():
+            outcome = asyncio.run(_run_with_signals(engine, received, bugs))
     finally:
-        if freezing:
-            gc.unfreeze()  # collectable again, for a caller that goes on (tests, an embedder)
         reaper.close()
         inputs.types.close()
         reporter.flush()  # the run's lines before any error about it
