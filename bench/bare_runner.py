@@ -8,8 +8,13 @@ no program lookup, no states, no database, no logs. What mflow costs above it is
 bookkeeping. It times itself from its first spawn (its start-up, a few milliseconds, is
 left out) and make as a whole process.
 
+With --busy US it also spends US microseconds of CPU after each task's end (once the next
+task is started, as mflow records an ended task), a stand-in for a runner's own
+bookkeeping: how much a microsecond of it costs in wall time against make.
+
   python3 bench/bare_runner.py             # 10,000 tasks, 3 rounds
   python3 bench/bare_runner.py -n 1000 -r 5
+  python3 bench/bare_runner.py --busy 200
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import time
 CONCURRENCY = 2
 
 
-def bare_run(n: int) -> float:
-    """Run n tasks; -> CPU seconds of this process per task (children excluded)."""
+def bare_run(n: int, busy_s: float = 0.0) -> float:
+    """Run n tasks, spending `busy_s` of CPU after each end; -> CPU seconds of this process
+    per task (children excluded)."""
     true = shutil.which("true") or "/bin/true"
     env = dict(os.environ)
     stdin = os.open(os.devnull, os.O_RDONLY)
@@ -79,6 +85,10 @@ def bare_run(n: int) -> float:
             done += 1
             if started < n:
                 start()
+            if busy_s:
+                spin_until = time.perf_counter() + busy_s
+                while time.perf_counter() < spin_until:
+                    pass
     cpu1 = os.times()
     return (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / n
 
@@ -96,22 +106,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10_000, help="tasks (default 10,000)")
     ap.add_argument("-r", "--rounds", type=int, default=3, help="rounds (default 3)")
+    ap.add_argument(
+        "--busy",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="microseconds of CPU to spend after each task's end (default 0)",
+    )
     args = ap.parse_args()
     if args.n < 1 or args.rounds < 1:
         ap.error("-n and --rounds must be at least 1")
+    if not 0 <= args.busy <= 1e6:
+        ap.error("--busy must be between 0 and 1,000,000 microseconds")
     walls: dict[str, list[float]] = {"bare Python runner": [], "make -j2": []}
     cpus: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         makefile = make_file(args.n, folder)
         for _ in range(args.rounds):
             t0 = time.perf_counter()
-            cpus.append(bare_run(args.n))
+            cpus.append(bare_run(args.n, args.busy / 1e6))
             walls["bare Python runner"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             subprocess.run(["make", "-s", "-j2", "-f", makefile, "all"], check=True)
             walls["make -j2"].append(time.perf_counter() - t0)
     base = statistics.median(walls["make -j2"])
-    print(f"{args.n:,} tasks of `true`, {CONCURRENCY} at a time, {args.rounds} rounds alternated:")
+    busy = f", {args.busy:g} µs of busy work after each" if args.busy else ""
+    print(
+        f"{args.n:,} tasks of `true`, {CONCURRENCY} at a time{busy}, {args.rounds} rounds alternated:"
+    )
     for name, values in walls.items():
         median = statistics.median(values)
         print(f"  {name:<20} {median:7.3f} s   {median / base:.2f}x make -j2")

@@ -1,5 +1,6 @@
-"""The benchmark harness's command line (bench/run.py): where each kind of run writes, and
-what it refuses. Nothing is benchmarked here: only the arguments are parsed."""
+"""The benchmark harness's command lines: where each kind of run of bench/run.py writes, and
+what it and bench/bare_runner.py refuse. Nothing is benchmarked here: run.py's arguments
+are only parsed, and the bare runner runs 20 tasks."""
 
 from __future__ import annotations
 
@@ -58,3 +59,29 @@ def test_a_bad_argument_is_refused_in_one_line_before_anything_runs(
     assert "Traceback" not in done.stderr
     assert f"run.py: error: {error}" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("busy", ["-1", "nan", "2e6"])
+def test_the_bare_runner_refuses_busy_work_it_cannot_spend(busy: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bare_runner.py"), "--busy", busy],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--busy must be between 0 and 1,000,000 microseconds" in done.stderr
+    assert done.stdout == ""
+
+
+def test_the_bare_runner_spends_its_busy_work_on_its_own_cpu() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bare_runner.py"), "-n", "20", "-r", "1", "--busy", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5000 µs of busy work after each" in done.stdout
+    own_us = int(done.stdout.rsplit("own CPU:", 1)[1].split()[0])
+    assert own_us >= 2500  # 5 ms of spinning a task; preemption can only take some of it
