@@ -356,6 +356,11 @@ def test_serve_refuses_a_taken_port_and_a_short_token(project: Project, tmp_path
     result = project.mflow("serve", env={"MFLOW_API_TOKEN": "short"}, timeout=30)
     assert_exit(result, 2)
     assert "at least 16 characters" in result.stderr
+    project.write_config(api_token="short")
+    result = project.mflow("serve", timeout=30)
+    assert_exit(result, 2)
+    assert "key 'api_token': must be at least 16 characters" in result.stderr
+    assert "1 problem found; the server was not started" in result.stderr
 
 
 def test_a_task_id_with_a_slash_is_reachable(project: Project):

@@ -339,6 +339,59 @@ def test_config_env_with_unset_variable(project: Project) -> None:
     assert project.nothing_recorded()
 
 
+def test_reading_state_needs_none_of_the_tasks_variables(project: Project) -> None:
+    # cron has the tasks' secrets; the operator who reads the history later may not
+    project.write_config(env={"TARGET": "${MFLOW_TEST_SECRET}/out"})
+    project.write_tasks([bash("a", "echo hello")])
+    project.run_ok(env={"MFLOW_TEST_SECRET": "s3cret"})
+    for args in (["runs"], ["status", "1"], ["logs", "1", "a"]):
+        result = project.mflow(*args, env={})
+        assert_exit(result, 0)
+        assert "MFLOW_TEST_SECRET" not in result.stderr
+    assert "hello" in project.mflow("logs", "1", "a", env={}).stdout
+    again = project.mflow("run", env={})  # a run still needs them, and says so
+    assert "MFLOW_TEST_SECRET" in only_problem(again).text
+
+
+def _datasources(project: Project, *connections: dict) -> None:
+    (project.root / "oracle.json").write_text(json.dumps({"connections": list(connections)}))
+
+
+def test_an_unused_datasource_may_name_an_unset_variable(project: Project) -> None:
+    # one shared oracle.json, each flow exporting only the passwords it needs
+    siper = {
+        "name": "siper_fisco",
+        "connection_string": "db1:1521/fisco",
+        "user": "SIPER",
+        "password": "${MFLOW_TEST_SIPER_PW}",
+    }
+    _datasources(project, siper, {"name": "wh", "url": "postgresql://u:${MFLOW_TEST_WH}@h/db"})
+    project.write_tasks([bash("a", "touch ran.txt")])
+    project.run_ok(env={})
+    assert (project.root / "ran.txt").exists()
+    assert_exit(project.mflow("runs", env={}), 0)
+    query = {"id": "q", "type": "sql", "db": "siper_fisco", "command": "select 1 from dual"}
+    used = project.mflow("validate", "--taskfile", str(project.write_tasks([query], "q.json")))
+    problem = only_problem(used)
+    assert (problem.file, problem.line) == (str(project.root / "q.json"), TASK_LINE)
+    assert "task 'q': key 'db': datasource 'siper_fisco' cannot be used" in problem.text
+    assert "${MFLOW_TEST_SIPER_PW} is not set in the environment" in problem.text
+    assert "oracle.json:1:" in problem.text  # where to set it right
+
+
+def test_the_state_datasource_needs_its_variables_for_every_command(project: Project) -> None:
+    _datasources(project, {"name": "mflow", "url": "postgresql://u:${MFLOW_TEST_PW}@h/db"})
+    project.write_tasks([bash("a", "touch ran.txt")])
+    run = project.mflow("run", env={})
+    assert "${MFLOW_TEST_PW} is not set in the environment" in only_problem(run).text
+    assert not (project.root / "ran.txt").exists()
+    runs = project.mflow("runs", env={})
+    assert_exit(runs, 2)
+    assert_no_traceback(runs)
+    assert "${MFLOW_TEST_PW} is not set" in runs.stderr
+    assert "1 problem found; nothing was read" in runs.stderr
+
+
 def test_task_env_with_unset_variable(project: Project) -> None:
     project.write_tasks(
         [

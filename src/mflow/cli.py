@@ -283,7 +283,10 @@ def _store(config: Path | None, datasources: Path | None, run_id: int | None = N
     """The state store named by config.json, for reading: a missing SQLite file is not made."""
     from mflow.inputs import NoStateDatabase, load_backend, open_store
 
-    settings, backend = load_backend(config, datasources)
+    try:
+        settings, backend = load_backend(config, datasources)
+    except InvalidFilesError as exc:
+        raise exc.instead("nothing was read") from None
     try:
         store = open_store(settings, backend, create=False)
     except NoStateDatabase as exc:

@@ -77,6 +77,14 @@ class Datasources:
     secrets: tuple[str, ...] = ()
     warnings: tuple[Problem, ...] = ()
     broken: bool = False  # the file had problems (reported): names in it are not checked
+    # Connections naming a ${VAR} that is not set here: not an error until something uses
+    # one (a task's `db`, the state database), since one file often serves many flows.
+    unusable: dict[str, Problem] = field(default_factory=dict)
+
+    def unusable_because(self, name: str) -> str | None:
+        """Why connection `name` cannot be used, if it is one of those."""
+        problem = self.unusable.get(name)
+        return None if problem is None else f"datasource '{name}' cannot be used: {problem}"
 
     def mask(self, text: str) -> str:
         """`text` with every password of the file replaced by ***."""
@@ -110,6 +118,7 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
     problems: list[Problem] = []
     warnings: list[Problem] = []
     by_name: dict[str, Datasource] = {}
+    unusable: dict[str, Problem] = {}
     secrets: list[str] = []
     variables = dict(os.environ)
     for index, raw in enumerate(data[key]):
@@ -120,10 +129,11 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
             )
             continue
         expanded = {}
+        unset: list[Problem] = []
         for name, value in raw.items():
             missing = unset_names(value, variables) if isinstance(value, str) else []
             if missing:
-                problems.append(
+                unset.append(
                     doc.problem(
                         *where,
                         name,
@@ -137,9 +147,10 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
         model, found, notes = check_model(doc, ConnectionModel, expanded, where, hide_input=True)
         problems += found
         warnings += notes
-        if model is None:
+        if model is None or any(str(p.key).lower() == "name" for p in unset):
+            problems += unset  # without its name, nothing could say it is unused
             continue
-        if model.name in by_name:
+        if model.name in by_name or model.name in unusable:
             problems.append(
                 doc.problem(
                     *where,
@@ -148,6 +159,9 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
                     message=(f"connection '{model.name}' is defined twice"),
                 )
             )
+            continue
+        if unset:
+            unusable[model.name] = unset[0]
             continue
         source = _datasource(model, path.resolve().parent)
         problem = _url_problem(source.url) if model.url is not None else None
@@ -161,7 +175,11 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
     if problems:
         raise InvalidFilesError(problems, warnings)
     return Datasources(
-        path.resolve(), by_name, tuple(sorted(set(secrets), key=len, reverse=True)), tuple(warnings)
+        path.resolve(),
+        by_name,
+        tuple(sorted(set(secrets), key=len, reverse=True)),
+        tuple(warnings),
+        unusable=unusable,
     )
 
 

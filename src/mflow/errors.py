@@ -49,12 +49,21 @@ class UsageError(MflowError):
 class InvalidFilesError(MflowError):
     exit_code = 2
 
-    def __init__(self, problems: list[Problem], warnings: list[Problem] | tuple[Problem, ...] = ()):
+    def __init__(
+        self,
+        problems: list[Problem],
+        warnings: list[Problem] | tuple[Problem, ...] = (),
+        outcome: str = "nothing was run",
+    ):
         self.problems = sorted(problems, key=Problem.sort_key)
         self.warnings = sorted(warnings, key=Problem.sort_key)
         count = len(self.problems)
-        self.summary = f"{count} problem{'s' if count != 1 else ''} found; nothing was run"
+        self.summary = f"{count} problem{'s' if count != 1 else ''} found; {outcome}"
         super().__init__("\n".join([*map(str, self.problems), self.summary]))
+
+    def instead(self, outcome: str) -> InvalidFilesError:
+        """The same problems, for a command that was to do something else than run."""
+        return InvalidFilesError(self.problems, self.warnings, outcome)
 
 
 class EnvironmentFault(MflowError):

@@ -80,8 +80,11 @@ def load_inputs(
 
 
 def load_backend(config: Path | None, datasources: Path | None) -> tuple[Settings, Backend]:
-    """For the commands that only read state: config.json and datasources, no task file."""
-    settings = load_settings(config or Path("config.json"), required=config is not None)
+    """For the commands that only read state: config.json and datasources, no task file.
+    The tasks' `env` is left unexpanded (a run that follows loads the files again)."""
+    settings = load_settings(
+        config or Path("config.json"), required=config is not None, tasks_env=False
+    )
     sources = load_datasources(datasources or DEFAULT_DATASOURCES, required=datasources is not None)
     return settings, resolve_backend(settings, sources)
 
@@ -96,14 +99,14 @@ def resolve_backend(settings: Settings, datasources: Datasources) -> Backend:
             where = settings.source or Path("config.json")
             raise InvalidFilesError([Problem(str(where), key="backend", message=problem)])
         return Backend(with_driver(named), display=_safe(named))
-    name = (
-        named
-        if named is not None
-        else (STATE_DATASOURCE if STATE_DATASOURCE in datasources.by_name else None)
-    )
+    original = STATE_DATASOURCE in datasources.by_name or STATE_DATASOURCE in datasources.unusable
+    name = named if named is not None else (STATE_DATASOURCE if original else None)
     if name is None:
         url = f"sqlite:///{settings.log_directory / 'mflow.db'}"
         return Backend(url, display=url[len("sqlite:///") :])
+    unusable = datasources.unusable.get(name)
+    if unusable is not None:  # the state database's own connection: needed now
+        raise InvalidFilesError([unusable])
     source = datasources.by_name.get(name)
     if source is None:
         where = settings.source or Path("config.json")

@@ -70,8 +70,10 @@ class SettingsModel(BaseModel):
         return value
 
 
-def load_settings(path: Path, *, required: bool) -> Settings:
-    """Read config.json. A missing default file means defaults; a missing named file is an error."""
+def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Settings:
+    """Read config.json. A missing default file means defaults; a missing named file is an error.
+    `tasks_env`: expand `env`, the tasks' variables (False for the commands that only read
+    state: they start no task, and need not have the tasks' secrets set)."""
     try:
         missing = not path.exists()
     except OSError as exc:  # a name too long for the file system, say
@@ -97,7 +99,7 @@ def load_settings(path: Path, *, required: bool) -> Settings:
         raise InvalidFilesError(problems, warnings)
     env = {}
     variables = dict(os.environ)
-    for name, value in model.env.items():
+    for name, value in model.env.items() if tasks_env else ():
         missing = unset_names(value, variables)
         if missing:
             problems.append(

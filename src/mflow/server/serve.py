@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from mflow.errors import EnvironmentFault, UsageError
+from mflow.errors import EnvironmentFault, InvalidFilesError, UsageError
 from mflow.server.actions import Actions
 from mflow.server.reads import Reads
 from mflow.store.store import StateStore
@@ -20,7 +20,11 @@ def build_app(config: Path | None, datasources: Path | None):  # -> FastAPI
     from mflow.server.app import create_app
     from mflow.settings import load_settings
 
-    settings = load_settings(config or Path("config.json"), required=config is not None)
+    # The tasks' env is not the server's business: a resume or retry it starts loads the
+    # files again, and reports there what is missing.
+    settings = load_settings(
+        config or Path("config.json"), required=config is not None, tasks_env=False
+    )
     sources = load_datasources(datasources or DEFAULT_DATASOURCES, required=datasources is not None)
     backend = resolve_backend(settings, sources)
     path = backend.sqlite_path
@@ -50,7 +54,10 @@ def build_app(config: Path | None, datasources: Path | None):  # -> FastAPI
 def serve(config: Path | None, datasources: Path | None, host: str, port: int) -> None:
     import uvicorn
 
-    app, display, actions = build_app(config, datasources)
+    try:
+        app, display, actions = build_app(config, datasources)
+    except InvalidFilesError as exc:
+        raise exc.instead("the server was not started") from None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:  # bound here: a taken port is said plainly, and --port 0 shows the port it got
         listening = socket.create_server((host, port), family=family)

@@ -87,7 +87,10 @@ class SqlType(TaskType):
     def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
         assert isinstance(task, SqlSpec)
         found = []
-        if task.db not in self.datasources.by_name and not self.datasources.broken:
+        unusable = self.datasources.unusable_because(task.db)
+        if unusable is not None:
+            found.append(("db", unusable))
+        elif task.db not in self.datasources.by_name and not self.datasources.broken:
             if self.datasources.path is None:
                 where = "there is no datasources file (./oracle.json, or give --datasources)"
             else:
