@@ -85,6 +85,32 @@ def test_original_and_go_style_flags(project: Project, style: str) -> None:
     assert not project.log_dir.exists()
 
 
+def test_go_style_help_shows_the_help(project: Project) -> None:
+    project.write_tasks([bash("a", "touch ran.txt")])
+    top = project.mflow("-help")
+    assert_exit(top, 0)
+    assert "Usage: mflow [OPTIONS] COMMAND" in top.stdout
+    of_run = project.mflow("-taskfile", "tasks.json", "-help")
+    assert_exit(of_run, 0)
+    assert "Usage: mflow run [OPTIONS]" in of_run.stdout
+    assert not (project.root / "ran.txt").exists()
+
+
+def test_force_without_resume_is_refused(project: Project) -> None:
+    project.write_tasks([bash("a", "touch ran.txt")])
+    result = project.mflow("run", "--force")
+    assert_exit(result, 2)
+    assert "--force goes with --resume RUN_ID" in result.stderr
+    assert not (project.root / "ran.txt").exists()
+    assert project.nothing_recorded()
+
+
+def test_resume_help_says_the_runs_own_files_are_the_default(project: Project) -> None:
+    text = " ".join(project.mflow("resume", "--help").stdout.split())
+    assert "--taskfile PATH The flow's task file. [default: the run's own]" in text
+    assert "./tasks.json" not in text
+
+
 def test_task_option_runs_that_task_alone(project: Project) -> None:
     project.write_tasks(
         [

@@ -56,6 +56,23 @@ def file_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def resume_file_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The file options of `resume`: the resumed run's own files by default."""
+    for option in reversed(
+        (
+            _path_option("--config", "Global settings file. [default: the run's own]"),
+            _path_option("--taskfile", "The flow's task file. [default: the run's own]"),
+            _path_option(
+                "--datasources",
+                "Database connections file (needed by oracle/sql tasks "
+                "and a datasource backend). [default: ./oracle.json]",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
 def state_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--config and --datasources: together they say where the state database is."""
     for option in reversed(
@@ -114,7 +131,10 @@ def cli() -> None:
     "resume_id",
     type=int,
     metavar="RUN_ID",
-    help="Run again exactly the tasks of RUN_ID that did not succeed.",
+    help=(
+        "Run again exactly the tasks of RUN_ID that did not succeed (with that run's task "
+        "file and config, unless given)."
+    ),
 )
 @click.option("--force", is_flag=True, help="With --resume: resume even if the task file changed.")
 @click.option(
@@ -134,6 +154,11 @@ def run(
     """Run the flow in --taskfile (the default command)."""
     from mflow.nesting import ParentLink
 
+    if force and resume_id is None:
+        raise UsageError(
+            "--force goes with --resume RUN_ID (it resumes a run whose task file changed); "
+            "a run without --resume runs the task file as it is"
+        )
     link = ParentLink.take_from_environment()
     if link is not None:  # started by a parent flow's `mflow` task
         from mflow.runner import exit_code, run_nested
@@ -175,7 +200,7 @@ def run(
 
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
-@file_options
+@resume_file_options
 @click.option("--force", is_flag=True, help="Resume even if the task file changed.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; run nothing.")
 def resume(
@@ -454,12 +479,15 @@ def serve(config: Path | None, datasources: Path | None, host: str, port: int) -
 
 
 def _translate_go_flags(argv: list[str]) -> list[str]:
-    """Accept the original's `-taskfile x` / `-taskfile=x` as `--taskfile`."""
+    """Accept the original's `-taskfile x` / `-taskfile=x` as `--taskfile`, and `-help`
+    (which Go's flag package answers) as `--help`."""
     out = []
     for arg in argv:
         name = arg[1:].split("=", 1)[0]
         if arg.startswith("-") and not arg.startswith("--") and name in GO_STYLE_FLAGS:
             arg = "-" + arg
+        elif arg == "-help":
+            arg = "--help"
         out.append(arg)
     return out
 
