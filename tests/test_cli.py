@@ -289,7 +289,12 @@ def test_status_json_of_failed_run(history: Project) -> None:
 def test_status_text(history: Project) -> None:
     result = history.mflow("status", "2")
     assert_exit(result, 0)
-    assert "FAILED" in result.stdout and "UPSTREAM_FAILED" in result.stdout
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[4:]}
+    assert "UPSTREAM_FAILED" in rows["c"]
+    # the failed task's log, the one the reader wants, beside its message
+    assert rows["b"].split()[1:4] == ["FAILED", "1/1", "3"]
+    assert rows["b"].endswith(f"exit code 3; log: {history.task_log(2, 'b')}")
+    assert rows["d"].endswith(str(history.task_log(2, "d")))
 
 
 def test_status_of_unknown_run(history: Project) -> None:

@@ -181,7 +181,13 @@ def _task_lines(data: dict[str, Any], lines: list[str], width: int, indent: str)
         last = task["attempts"][-1] if task["attempts"] else {}
         exit_code = "" if last.get("exit_code") is None else str(last["exit_code"])
         took = f"{last['duration_s']:.2f}s" if last.get("duration_s") is not None else ""
-        detail = task["message"] or _log_or_none(last.get("log_path"), last.get("started_at"))
+        log = _log_or_none(last.get("log_path"), last.get("started_at"))
+        # A failed task's log is the one most wanted: shown after its message
+        detail = (
+            f"{task['message']}; log: {log}"
+            if task["message"] and log.startswith("/")
+            else task["message"] or log
+        )
         tries = f"{len(task['attempts'])}/{task['max_attempts']}"
         name = indent + task["task_id"]
         lines.append(
