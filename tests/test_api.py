@@ -87,6 +87,7 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(recorded: Project)
     failed = client.get("/api/runs", params={"state": "FAILED"}).json()
     assert [r["flow_path"].rsplit("/", 1)[1] for r in failed["runs"]] == ["nightly.json"]
     assert failed["total"] == 1
+    assert client.get("/api/runs", params={"state": "failed"}).json() == failed  # as the CLI
     small = client.get("/api/runs", params={"flow": "small"}).json()
     assert small["total"] == 2
     second = client.get("/api/runs", params={"limit": 1, "offset": 1}).json()
@@ -105,7 +106,7 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(recorded: Project)
     "query",
     [
         {"state": "DONE"},
-        {"state": "failed"},
+        {"state": ""},
         {"since": "yesterday"},
         {"limit": 0},
         {"limit": 5000},

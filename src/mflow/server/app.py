@@ -18,6 +18,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator
 
 from mflow import __version__
 from mflow.errors import EnvironmentFault
@@ -28,7 +29,11 @@ from mflow.server.reads import AttemptLog, NotFound, Reads, attempt_over, read_l
 WEB = Path(__file__).resolve().parent.parent / "web"
 FOLLOW_POLL_S = 0.25  # how often a followed log or a watched run is looked at
 WATCH_POLL_S = 0.5
-RunStateName = Literal["RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED"]
+# In any case, as `mflow runs --state failed` takes it
+RunStateName = Annotated[
+    Literal["RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
 
 RunIdPath = Annotated[int, PathParameter(ge=1, le=2**62, description="a run's id")]
 AttemptPath = Annotated[int, PathParameter(ge=1, le=2**62, description="1 for the first attempt")]
