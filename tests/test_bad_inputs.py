@@ -57,6 +57,41 @@ def test_deeply_nested_json_is_refused(project: Project):
     _invalid(project, '{"tasks": ' + deep + "}", "nested too deeply")
 
 
+def test_a_byte_order_mark_is_no_problem(project: Project):
+    # Windows editors save UTF-8 with one
+    body = json.dumps({"tasks": [bash("a", "touch ran.txt")]})
+    (project.root / "tasks.json").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    (project.root / "config.json").write_bytes(b"\xef\xbb\xbf{}")
+    assert_exit(project.mflow("run"), 0)
+    assert (project.root / "ran.txt").exists()
+
+
+def test_a_latin1_task_file_is_refused_where_its_first_such_byte_is(project: Project):
+    text = '{"tasks": [\n  {"id": "a", "type": "bash", "command": "echo se\xf1al"}]}'
+    (project.root / "tasks.json").write_bytes(text.encode("latin-1"))
+    result = project.mflow("run")
+    assert_exit(result, 2)
+    assert_no_traceback(result)
+    [problem] = problems(result.stderr)
+    assert (problem.line, problem.col) == (2, 50)
+    assert problem.text.startswith("task file is not UTF-8 (byte 0xf1); save it as UTF-8")
+    assert "iconv -f latin1 -t utf-8 tasks.json > tasks.utf8.json" in problem.text
+    assert project.nothing_recorded()
+
+
+@pytest.mark.parametrize("log_directory", ["a_file", "a_file/logs"])
+def test_a_log_directory_that_is_a_file_says_so(project: Project, log_directory: str):
+    (project.root / "a_file").write_text("not a folder")
+    project.write_config(log_directory=log_directory)
+    project.write_tasks([bash("a", "touch ran.txt")])
+    result = project.mflow("run")
+    assert_exit(result, 3)
+    assert_no_traceback(result)
+    assert "it, or a folder above it, is a file; point log_directory at a folder" in result.stderr
+    assert "create it" not in result.stderr
+    assert not (project.root / "ran.txt").exists()
+
+
 def test_yaml_aliases_neither_loop_nor_explode(project: Project):
     laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
     for level in "bcdefghi":

@@ -66,14 +66,17 @@ def load_document(path: Path, what: str) -> Document:
     try:
         if path.exists() and not path.is_dir() and not path.is_file():
             raise InvalidFilesError([Problem(display, message=f"{what} is not a regular file")])
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte order mark (Windows editors write one) is dropped, not an error
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InvalidFilesError([Problem(display, message=f"{what} not found")]) from None
     except IsADirectoryError:
         raise InvalidFilesError(
             [Problem(display, message=f"{what} is a folder, not a file")]
         ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidFilesError([_not_utf8(path, display, what, exc)]) from None
+    except (OSError, ValueError) as exc:
         raise InvalidFilesError([Problem(display, message=f"cannot read {what}: {exc}")]) from None
     if is_yaml(path):
         data = _parse_yaml(text, display)
@@ -91,6 +94,23 @@ def load_document(path: Path, what: str) -> Document:
         except ValueError as exc:  # e.g. an integer of thousands of digits
             raise InvalidFilesError([Problem(display, message=f"malformed JSON: {exc}")]) from None
     return Document(path, display, text, data)
+
+
+def _not_utf8(path: Path, display: str, what: str, exc: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is, and how to convert the file."""
+    before = exc.object[: exc.start]
+    line = before.count(b"\n") + 1
+    column = exc.start - (before.rfind(b"\n") + 1) + 1
+    return Problem(
+        display,
+        line,
+        column,
+        message=(
+            f"{what} is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8, "
+            f"e.g. from Latin-1: iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8"
+            f"{path.suffix}"
+        ),
+    )
 
 
 def _parse_yaml(text: str, display: str) -> Any:

@@ -75,10 +75,14 @@ def prepare_log_directory(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         _write_probe(path)
     except OSError as exc:
-        raise EnvironmentFault(
-            f"log_directory {path} is not usable: {exc.strerror or exc}; "
-            "create it or point log_directory elsewhere"
-        ) from None
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            why, fix = "it, or a folder above it, is a file", "point log_directory at a folder"
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = exc.strerror or str(exc)
+            fix = "give this user write access to it, or point log_directory elsewhere"
+        else:
+            why, fix = exc.strerror or str(exc), "create it or point log_directory elsewhere"
+        raise EnvironmentFault(f"log_directory {path} is not usable: {why}; {fix}") from None
 
 
 def _write_probe(folder: Path) -> None:
