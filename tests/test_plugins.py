@@ -108,7 +108,7 @@ def test_types_lists_the_built_ins_with_their_keys(project: Project) -> None:
     bash_type = found["bash"]
     assert bash_type["origin"] == "built-in" and bash_type["distribution"] is None
     assert bash_type["class"] == "mflow.tasktypes.bash:BashType"
-    assert bash_type["description"].startswith("`bash` tasks:")
+    assert bash_type["description"].startswith("A shell command, run with bash")
     assert bash_type["keys"] == [
         {
             "key": "command",

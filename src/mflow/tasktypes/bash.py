@@ -19,6 +19,9 @@ class BashSpec(TaskSpec):
 
 
 class BashType(TaskType):
+    """A shell command, run with bash (or exec'd directly when it is a plain command line);
+    the task succeeds when it exits with 0."""
+
     name = "bash"
     spec = BashSpec
 
