@@ -203,18 +203,28 @@ def test_hot_reload_of_concurrency_limit(project: Project, layout: str) -> None:
     assert 1 < highest <= 4, f"max concurrency seen: {highest}"
 
 
-def test_a_reloaded_config_changes_nothing_else_in_a_running_flow(project: Project) -> None:
+@pytest.mark.parametrize("new_limit", [None, 3])
+def test_a_reloaded_config_changes_nothing_else_in_a_running_flow(
+    project: Project, new_limit: int | None
+) -> None:
     """As mflow says on reload: only max_process_concurrency applies to a running flow."""
     project.write_tasks(
         [bash("a", "touch a.started; sleep 0.5"), bash("b", "sleep 1.5", "a"), bash("c", "true")]
     )
     run = project.start("run")
     wait_for(lambda: (project.root / "a.started").exists(), what="task a to start")
-    project.write_config(default_timeout=1)
+    project.write_config(
+        default_timeout=1, **({"max_process_concurrency": new_limit} if new_limit else {})
+    )
     run.popen.send_signal(signal.SIGHUP)  # re-read config.json now
     result = run.wait()
     assert_exit(result, 0)
-    assert "config file reloaded" in result.stdout
+    # also when the limit changed in the same edit: the rest is not silently dropped
+    assert "config file reloaded; a running flow takes only a new" in result.stdout
+    master_log = (project.log_dir / "mflow.log").read_text()
+    assert "config file reloaded; a running flow takes only a new" in master_log
+    if new_limit:
+        assert "max_process_concurrency changed from 4 to 3" in master_log
     assert project.task_states(1) == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS"}
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mflow.checked import Flow, SettingsWatcher
+from mflow.checked import Flow, Settings, SettingsWatcher
 from mflow.envvars import expand
 from mflow.listener import RunListener
 from mflow.liveness import signal_group
@@ -145,13 +145,14 @@ class Engine:
 
     def reload_settings(self) -> None:
         """Re-read config.json now (also done every check_new_config_interval seconds)."""
-        old = self.watcher.current.max_process_concurrency
+        before = self.watcher.current
         if self.watcher.poll():
-            new = self.watcher.current.max_process_concurrency
+            after = self.watcher.current
+            old, new = before.max_process_concurrency, after.max_process_concurrency
             if new != old:
                 self.listener.limit_changed(old, new)
                 self._fill()
-            else:
+            if new == old or _other_than_the_limit(before) != _other_than_the_limit(after):
                 self.listener.notice(
                     "config file reloaded; a running flow takes only a new "
                     "max_process_concurrency from it, the rest applies next run"
@@ -499,6 +500,18 @@ class _StartedAttempt:
         if self.child is not None and self.stopping is None:
             self.stopping = asyncio.ensure_future(self.engine._stop_started(self))
             self.stopping.add_done_callback(_report_failure)
+
+
+def _other_than_the_limit(settings: Settings) -> tuple[Any, ...]:
+    """What a reload may change besides max_process_concurrency (applied next run). A warm
+    start's settings hold the model's fields as they were cached (JSON values, no token)."""
+    model = settings.model
+    if hasattr(model, "model_dump"):
+        fields = model.model_dump(mode="json", exclude={"api_token"})
+    else:
+        fields = dict(vars(model))
+    fields.pop("max_process_concurrency", None)
+    return settings.log_directory, settings.env, fields
 
 
 def _report_failure(stopping: asyncio.Task[None]) -> None:
