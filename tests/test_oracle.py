@@ -71,6 +71,35 @@ def test_env_values_in_the_datasources_file(tmp_path: Path, monkeypatch):
     assert sources.by_name["a"].url == "oracle+oracledb://U:from-env@"
 
 
+def test_an_unreachable_oracle_state_database_is_named_with_its_address_and_cause(
+    project: Project,
+):
+    # the original's `mflow` connection holds the state; nothing listens on port 1
+    (project.root / "oracle.json").write_text(
+        json.dumps(
+            {
+                "connections": [
+                    {
+                        "name": "mflow",
+                        "connection_string": "127.0.0.1:1/fisco",
+                        "user": "MFLOW",
+                        "password": "s3cret-pw",
+                    }
+                ]
+            }
+        )
+    )
+    project.write_tasks([{"id": "a", "type": "bash", "command": "touch ran.txt"}])
+    for args in (["run"], ["runs"]):
+        result = project.mflow(*args)
+        assert_exit(result, 3)
+        assert "cannot use the state database datasource 'mflow': " in result.stderr
+        assert "(127.0.0.1:1/fisco)" in result.stderr
+        assert "Connection refused" in result.stderr  # the driver's cause, not only DPY-6005
+        assert "s3cret-pw" not in result.stderr
+    assert not (project.root / "ran.txt").exists()
+
+
 def test_scripts_split_as_sqlplus_does():
     script = """-- nightly
 insert into t values (1); -- first

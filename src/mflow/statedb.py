@@ -54,7 +54,12 @@ def open_store(settings: Settings, backend: Backend, *, create: bool = True) -> 
         read_only = not os.access(path, os.W_OK)  # looking needs no write permission
     if create:
         prepare_log_directory(settings.log_directory)
-    return StateStore(backend.url, read_only=read_only, connect_args=backend.connect_args)
+    return StateStore(
+        backend.url,
+        read_only=read_only,
+        connect_args=backend.connect_args,
+        display=backend.display,
+    )
 
 
 def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | StateStore:

@@ -47,32 +47,39 @@ def _reporting_db_errors(method: Callable[..., R]) -> Callable[..., R]:
         try:
             return method(self, *args, **kwargs)
         except SQLAlchemyError as exc:
-            raise EnvironmentFault(f"state database {safe_url(self.url)}: {_reason(exc)}") from None
+            raise EnvironmentFault(f"state database {self.display}: {_reason(exc)}") from None
 
     return wrapper
 
 
 class StateStore:
     def __init__(
-        self, url: str, *, read_only: bool = False, connect_args: dict[str, Any] | None = None
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        connect_args: dict[str, Any] | None = None,
+        display: str = "",
     ):
         """`read_only`: only look (a SQLite file this user may not write, say): no schema
-        upgrade, no fixing up of dead runs."""
+        upgrade, no fixing up of dead runs. `display`: how errors name the database (the
+        datasource and its address, say); by default its URL without the password."""
         self.url = url
         self.read_only = read_only
+        self.display = display or safe_url(url)
         try:
             self.engine = _make_engine(url, read_only, connect_args or {})
             if not read_only:
                 self._ensure_schema()
         except ImportError as exc:
             raise EnvironmentFault(
-                f"the database driver for {safe_url(url)} is not installed ({exc.name}); "
+                f"the database driver for {self.display} is not installed ({exc.name}); "
                 "install it in mflow's environment (pip install 'mflow[postgresql]' or "
                 "'mflow[mysql]'; Oracle's comes with mflow)"
             ) from None
         except (SQLAlchemyError, OSError) as exc:
             raise EnvironmentFault(
-                f"cannot use the state database {safe_url(url)}: {_reason(exc)}"
+                f"cannot use the state database {self.display}: {_reason(exc)}"
             ) from None
 
     def close(self) -> None:
@@ -445,5 +452,8 @@ def _make_engine(
 
 
 def _reason(exc: BaseException) -> str:
+    """The driver's own words: their first lines (python-oracledb gives the cause on the
+    second, psycopg a hint), without SQLAlchemy's statement dump."""
     orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0]
+    lines = [line.strip() for line in str(orig or exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3])
