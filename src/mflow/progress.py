@@ -93,7 +93,7 @@ class LiveReporter(RunListener):
         self.console = Console()
         self.states: dict[str, TaskState] = {}
         self.started: dict[str, tuple[float, str]] = {}
-        self.failures: list[str] = []
+        self.failures: dict[str, str] = {}  # task -> its latest failure, oldest first
         self.started_at = time.monotonic()
         self.live = Live(
             console=self.console, refresh_per_second=8, transient=False, get_renderable=self._render
@@ -107,7 +107,10 @@ class LiveReporter(RunListener):
         else:
             self.started.pop(task_id, None)
         if state in (TaskState.FAILED, TaskState.RETRYING):
-            self.failures.append(f"{state} {task_id}: {message}")
+            self.failures.pop(task_id, None)
+            self.failures[task_id] = f"{state} {task_id}: {message}"
+        elif state is TaskState.SUCCESS:  # a retry that made it is no failure to show
+            self.failures.pop(task_id, None)
 
     def notice(self, text: str) -> None:
         self.live.console.print(text)
@@ -136,7 +139,7 @@ class LiveReporter(RunListener):
         bar = Table.grid()  # a bar alone would share its line with what follows
         bar.add_row(ProgressBar(total=max(self.total, 1), completed=done, width=60))
         parts: list[Any] = [head, bar, table]
-        parts += [Text(line, style="red") for line in self.failures[-5:]]
+        parts += [Text(line, style="red") for line in list(self.failures.values())[-5:]]
         return Group(*parts)
 
 
