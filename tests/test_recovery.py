@@ -251,6 +251,21 @@ def test_sigkill_of_mflow_leaves_no_task_running_and_the_run_is_marked_interrupt
     assert _attempts(project, run["run_id"], "long")[0]["state"] == "INTERRUPTED"
 
 
+def test_a_killed_run_is_recorded_as_lasting_about_as_long_as_it_did(project: Project):
+    # its end is its last heartbeat: the last moment it was known to be alive
+    project.write_tasks([bash("long", "touch started; sleep 30")])
+    bg = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="task start")
+    started = time.monotonic()
+    time.sleep(3)
+    os.kill(bg.pid, signal.SIGKILL)
+    lived = time.monotonic() - started
+    bg.popen.wait()
+    (run,) = json.loads(project.mflow("runs", "--json").stdout)
+    assert run["state"] == "INTERRUPTED"
+    assert lived - 1.5 <= run["duration_s"] <= lived + 1.0, (run["duration_s"], lived)
+
+
 # -- resume ---------------------------------------------------------------------------------
 def test_resume_runs_exactly_what_did_not_succeed(project: Project):
     project.write_tasks(

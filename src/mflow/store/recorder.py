@@ -18,7 +18,9 @@ from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
 from mflow.store.rows import HOST, utcnow
 
-HEARTBEAT_S = 5.0  # an idle run still says it is alive this often
+# An idle run still says it is alive this often (one row updated). A run whose mflow was
+# killed ends, in the records, at its last heartbeat: this is how far off that can be.
+HEARTBEAT_S = 1.0
 
 
 class RunWriter(Protocol):
