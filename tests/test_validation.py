@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -337,6 +338,31 @@ def test_config_env_with_unset_variable(project: Project) -> None:
     assert "TARGET" in problem.text
     assert not (project.root / "ran.txt").exists()
     assert project.nothing_recorded()
+
+
+def test_unset_variables_are_listed_with_the_other_problems(project: Project) -> None:
+    project.write_config(default_retries=-1, env={"BASE": "/data", "FOO": "${MFLOW_TEST_UNSET_A}"})
+    project.write_tasks(
+        [
+            bash("a", "true", retries=-2, env={"B": "${MFLOW_TEST_UNSET_B}"}),
+            bash("b", "true", retries=-3, env={"OUT": "${BASE}/out"}),  # config's env: set
+        ]
+    )
+    result = project.mflow("validate")
+    assert_exit(result, 2)
+    found = sorted(
+        (Path(p.file).name, p.line, p.text.split(":")[0]) for p in problems(result.stderr)
+    )
+    assert [(name, text) for name, _, text in found] == [
+        ("config.json", "key 'default_retries'"),
+        ("config.json", "key 'env.FOO'"),
+        ("tasks.json", "task 'a'"),
+        ("tasks.json", "task 'a'"),
+        ("tasks.json", "task 'b'"),
+    ], result
+    assert "MFLOW_TEST_UNSET_A" in result.stderr and "MFLOW_TEST_UNSET_B" in result.stderr
+    assert "${BASE}" not in result.stderr
+    assert "5 problems found" in result.stderr
 
 
 def test_reading_state_needs_none_of_the_tasks_variables(project: Project) -> None:

@@ -15,7 +15,7 @@ from mflow.errors import InvalidFilesError, Problem
 from mflow.graph import Graph
 from mflow.loading import without_cycle_collection
 from mflow.logs import log_name_part
-from mflow.modelcheck import check_model, key_in_any_case, lower_case_keys, suggest
+from mflow.modelcheck import check_model, env_of, key_in_any_case, lower_case_keys, suggest
 from mflow.tasktypes.base import TaskSpec
 from mflow.tasktypes.registry import TaskTypes, TypeLoadError
 
@@ -50,8 +50,9 @@ class _Checker:
         )
 
 
-def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
-    """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env)."""
+def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str] | None) -> Flow:
+    """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env);
+    None when config.json could not be read, and its env is not known."""
     nesting.validating.append(str(path.resolve()))
     try:
         with without_cycle_collection():
@@ -60,7 +61,7 @@ def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flo
         nesting.validating.pop()
 
 
-def _load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Flow:
+def _load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str] | None) -> Flow:
     doc = load_document(path, "task file")
     data = doc.data
     tasks_key = key_in_any_case(data, "tasks")
@@ -117,7 +118,8 @@ def _load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str]) -> Fl
             ),
         )
     _check_log_names(check, tasks)
-    _check_env(check, tasks, variables)
+    if variables is not None:
+        _check_env(check, tasks, variables)
     if check.problems:
         raise InvalidFilesError(check.problems, check.warnings)
     return Flow(path.resolve(), tasks, graph, tuple(check.warnings))
@@ -240,13 +242,18 @@ def _check_depends(check: _Checker, index: int, raw: dict[str, Any], known: Any)
 
 
 def _check_env(check: _Checker, tasks: dict[str, TaskSpec], variables: Mapping[str, str]) -> None:
-    """Every ${VAR} in a task's env must be set (entries above it in the same env count)."""
-    for task_id, spec in tasks.items():
+    """Every ${VAR} in a task's env must be set (entries above it in the same env count);
+    also in a task with other problems, so that all are listed at once."""
+    for index, raw in enumerate(check.raw_tasks):
+        task_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(task_id, str) or check.first_index[task_id] != index:
+            continue  # no id to name it by, or a duplicate (reported as such)
+        spec = tasks.get(task_id)
         known = dict(variables)
-        for name, value in spec.env.items():
+        for name, value in (spec.env if spec is not None else env_of(raw) or {}).items():
             for missing in unset_names(value, known):
                 check.add(
-                    check.first_index[task_id],
+                    index,
                     "env",
                     task_id=task_id,
                     key=f"env.{name}",

@@ -16,7 +16,7 @@ from mflow.datasources import (
 from mflow.envvars import RUN_ID_VARIABLE
 from mflow.errors import InvalidFilesError, Problem
 from mflow.flow import load_flow
-from mflow.modelcheck import suggest
+from mflow.modelcheck import env_of, suggest
 from mflow.reaper import TOKEN_VARIABLE
 from mflow.settings import load_settings
 from mflow.statedb import (  # re-exported: the commands open the store through here
@@ -66,7 +66,11 @@ def load_inputs(
         except InvalidFilesError as exc:
             problems += exc.problems
     types = TaskTypes(TypeSetup(settings, sources or BROKEN_DATASOURCES, backend))
-    variables = {**RUN_VARIABLES, **os.environ, **(settings.env if settings else {})}
+    variables = (
+        {**RUN_VARIABLES, **os.environ, **settings.env}
+        if settings is not None
+        else _variables_of_a_broken_config(config)
+    )
     try:
         flow = load_flow(taskfile, types, variables)
     except InvalidFilesError as exc:
@@ -77,6 +81,21 @@ def load_inputs(
     assert settings is not None and sources is not None
     every = (*settings.warnings, *sources.warnings, *flow.warnings)
     return Inputs(settings, flow, types, sources, backend, every)
+
+
+def _variables_of_a_broken_config(config: Path) -> dict[str, str] | None:
+    """What the tasks' ${VAR}s can use when config.json has problems: the names its env
+    sets count as set (their values do not matter to the check). None if even its env
+    cannot be read: the tasks' ${VAR}s are then checked once config.json is fixed."""
+    from mflow.documents import load_document
+
+    try:
+        names = env_of(load_document(config, "config file").data)
+    except InvalidFilesError:
+        return None
+    if names is None:  # an env block with problems of its own
+        return None
+    return {**RUN_VARIABLES, **os.environ, **dict.fromkeys(names, "")}
 
 
 def load_backend(config: Path | None, datasources: Path | None) -> tuple[Settings, Backend]:

@@ -48,6 +48,26 @@ def _check_names(mapping: dict[str, str]) -> dict[str, str]:
 EnvBlock = Annotated[dict[str, str], BeforeValidator(_to_mapping), AfterValidator(_check_names)]
 
 
+@functools.cache
+def _env_block() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(EnvBlock)
+
+
+def env_of(raw: Any) -> dict[str, str] | None:
+    """The `env` block of an entry whose model did not validate ({} if it has none), so
+    that its unset ${VAR}s are reported with the entry's other problems; None if the
+    block itself is invalid."""
+    key = key_in_any_case(raw, "env") if isinstance(raw, dict) else None
+    if key is None:
+        return {}
+    try:
+        return _env_block().validate_python(raw[key])
+    except ValidationError:
+        return None
+
+
 def suggest(word: str, choices: Any) -> str:
     """' (did you mean 'x'?)' for the closest choice, case aside, or ''."""
     choices = [str(choice) for choice in choices]

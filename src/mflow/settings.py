@@ -13,7 +13,7 @@ from mflow.datasources import sqlite_relative_to
 from mflow.documents import load_document
 from mflow.envvars import expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
-from mflow.modelcheck import EnvBlock, check_model
+from mflow.modelcheck import EnvBlock, check_model, env_of
 from mflow.tasktypes.base import MAX_SECONDS, empty_dict
 
 
@@ -95,11 +95,11 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
             [doc.problem(message="config file must hold a JSON object { ... }")]
         )
     model, problems, warnings = check_model(doc, SettingsModel, doc.data, ())
-    if model is None:
-        raise InvalidFilesError(problems, warnings)
     env = {}
     variables = dict(os.environ)
-    for name, value in model.env.items() if tasks_env else ():
+    # Without a model, its env alone: every problem of the file is listed at once
+    entries = (model.env if model is not None else env_of(doc.data) or {}) if tasks_env else {}
+    for name, value in entries.items():
         missing = unset_names(value, variables)
         if missing:
             problems.append(
@@ -113,7 +113,7 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
             )
             continue
         env[name] = variables[name] = expand(value, variables)
-    if problems:
+    if problems or model is None:
         raise InvalidFilesError(problems, warnings)
     path = path.resolve()  # mflow changes directory before it re-reads this file
     backend = model.backend and sqlite_relative_to(model.backend, path.parent)
