@@ -153,3 +153,52 @@ def test_mflow_processes_starting_together_on_a_new_database_create_the_schema_o
         assert len(_store(url).list_runs()) == 5
     finally:
         next(scratch, None)
+
+
+def test_long_messages_and_selections_are_recorded_cut_to_fit(project: Project, backend: str):
+    """PostgreSQL refuses a value longer than its column, and with it every record of the
+    batch: a 5,000-character failure and an --only list of 1,500 characters must not
+    cost the run its records."""
+    import http.server
+    import threading
+
+    class LongReason(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's name
+            self.send_response(500, "R" * 5000)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LongReason)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        names = [f"task_with_a_long_name_{i:03d}" for i in range(60)]
+        project.write_tasks(
+            [{"id": "h", "type": "http", "url": url}, *(bash(n, "echo ok") for n in names)]
+        )
+        result = project.mflow("run", "--only", ",".join(["h", *names]))
+    finally:
+        server.shutdown()
+    assert_exit(result, 1)  # h failed; the rest is recorded all the same
+    run = _store(backend).list_runs()[0]
+    assert run["state"] == "FAILED"
+    rows = {row["task_id"]: row for row in _store(backend).task_rows(run["run_id"])}
+    assert sum(row["state"] == "SUCCESS" for row in rows.values()) == 60
+    message = rows["h"]["message"]
+    assert len(message) == 2000 and message.endswith("…") and "RRRR" in message
+    assert len(run["scope"]) == 1000 and run["scope"].endswith("…")
+
+
+def test_a_path_too_long_to_record_is_refused_before_the_run(project: Project, backend: str):
+    deep = project.root / "/".join(["d" * 200] * 5)  # over 1,000 characters
+    deep.mkdir(parents=True)
+    (deep / "tasks.json").write_text(json.dumps({"tasks": [bash("a", "touch ran.txt")]}))
+    result = project.mflow("run", "--taskfile", str(deep / "tasks.json"))
+    assert_exit(result, 2)
+    assert "the task file path is" in result.stderr
+    assert "more than the 1024 the state database records" in result.stderr
+    assert not (deep / "ran.txt").exists()
+    assert _store(backend).list_runs() == []

@@ -30,7 +30,7 @@ from mflow.resume import ResumePlan, plan_resume
 from mflow.statedb import Backend, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
-from mflow.store.rows import TaskRow
+from mflow.store.rows import LOG_NAME_ROOM, PATH_CHARS, SCOPE_CHARS, TaskRow, fitted
 from mflow.tasktypes.process import release_watcher
 from mflow.timeslice import ask_short_slice
 from mflow.warmstart import CheckedTask
@@ -168,6 +168,7 @@ def execute(
 ) -> RunResult:
     flow = inputs.flow
     _require_text_paths(flow.path, inputs.settings.source, inputs.settings.log_directory)
+    _require_recordable_paths(flow.path, inputs.settings.source, inputs.settings.log_directory)
     nesting.current_chain = (*(parent.chain if parent else ()), str(flow.path))
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
     assert inputs.backend is not None
@@ -178,7 +179,7 @@ def execute(
         inputs.settings.source,
         task_rows(inputs, task_ids),
         resumed_from=resumed_from,
-        scope=scope,
+        scope=fitted(scope, SCOPE_CHARS),  # a long --only list: shown, not used
         **(parent.run_columns() if parent else {}),
     )
     master.set_aside_older_logs()
@@ -252,6 +253,21 @@ def _require_text_paths(*paths: Path | None) -> None:
                 "FOLDER), or keep the task file, config.json and the log folder under "
                 "UTF-8 paths"
             ) from None
+
+
+def _require_recordable_paths(flow: Path, config: Path | None, log_directory: Path) -> None:
+    """The state database's path columns hold PATH_CHARS characters (databases other than
+    SQLite enforce it): a longer path would stop the run's records, so it is refused first."""
+    limits = [("task file", flow, PATH_CHARS), ("config file", config, PATH_CHARS)]
+    # room for a task log's name in it: master_<run>_task_<id of up to 200>.attempt<n>.log
+    limits.append(("log_directory", log_directory, PATH_CHARS - LOG_NAME_ROOM))
+    for what, path, limit in limits:
+        if path is not None and len(str(path)) > limit:
+            raise UsageError(
+                f"the {what} path is {len(str(path))} characters long, more than the "
+                f"{limit} the state database records; nothing was run. Move it to a "
+                "shorter path"
+            )
 
 
 async def _run_with_signals(engine: Engine, received: list[int], bugs: list[str]) -> RunOutcome:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from mflow.errors import EnvironmentFault
 from mflow.listener import RunListener
 from mflow.states import RunState, TaskState
-from mflow.store.rows import HOST, utcnow
+from mflow.store.rows import HOST, MESSAGE_CHARS, fitted, utcnow
 
 # An idle run still says it is alive this often (one row updated). A run whose mflow was
 # killed ends, in the records, at its last heartbeat: this is how far off that can be.
@@ -72,18 +72,19 @@ class Recorder(RunListener):
         self, task_id: str, attempt: int, state: TaskState, exit_code: int | None, message: str
     ) -> None:
         row = self._row(task_id, attempt)
-        row.update(state=state, ended_at=utcnow(), exit_code=exit_code, message=message or None)
+        message = fitted(message, MESSAGE_CHARS)
+        row.update(state=state, ended_at=utcnow(), exit_code=exit_code, message=message)
 
     def task_state(self, task_id: str, state: TaskState, attempt: int, message: str = "") -> None:
         self._tasks[task_id] = {
             "b_task": task_id,
             "state": state,
             "attempts": attempt,
-            "message": message[:2000] or None,
+            "message": fitted(message, MESSAGE_CHARS),
         }
 
     def run_ended(self, state: RunState, message: str | None = None) -> None:
-        self._run_end = (state, message)
+        self._run_end = (state, fitted(message, MESSAGE_CHARS))
         self.flush()
 
     def _row(self, task_id: str, attempt: int) -> dict[str, Any]:

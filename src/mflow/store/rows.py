@@ -10,6 +10,22 @@ from datetime import UTC, datetime
 # Bump with a migration in store.migrations whenever tables.py changes.
 SCHEMA_VERSION = 2
 
+# Sizes of the text columns (tables.py). SQLite does not enforce them; PostgreSQL, MySQL
+# and Oracle refuse a longer value, and with it the whole batch of records it is in.
+PATH_CHARS = 1024
+MESSAGE_CHARS = 2000
+SCOPE_CHARS = 1000
+NAME_CHARS = 255
+LOG_NAME_ROOM = 260  # a task log's file name: master_<run>_task_<id>.attempt<n>.log
+
+
+def fitted(text: str | None, limit: int) -> str | None:
+    """`text` cut to `limit` characters, marked as cut; None and "" as None."""
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 HOST = socket.gethostname()
 
 

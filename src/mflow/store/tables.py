@@ -16,6 +16,8 @@ from sqlalchemy import (
     Text,
 )
 
+from mflow.store.rows import MESSAGE_CHARS, NAME_CHARS, PATH_CHARS, SCOPE_CHARS
+
 metadata = MetaData()
 
 # Oracle's DATE has no fractional seconds; its TIMESTAMP does.
@@ -33,21 +35,21 @@ runs = Table(
     "mf_runs",
     metadata,
     Column("run_id", Integer, Identity(), primary_key=True),
-    Column("flow_path", String(1024), nullable=False),
-    Column("config_path", String(1024)),
+    Column("flow_path", String(PATH_CHARS), nullable=False),
+    Column("config_path", String(PATH_CHARS)),
     Column("state", String(20), nullable=False),
     Column("started_at", Timestamp, nullable=False),
     Column("ended_at", Timestamp),
     Column("heartbeat_at", Timestamp),
     Column("pid", Integer),
-    Column("host", String(255)),
+    Column("host", String(NAME_CHARS)),
     Column("task_count", Integer, nullable=False),
     Column("parent_run_id", Integer),
     Column("parent_task_id", String(255)),
     Column("parent_attempt", Integer),  # a nested flow's run: the attempt that started it
     Column("resumed_from", Integer),  # the run this one resumes
-    Column("scope", String(1000)),  # a partial run's selection ("--only a,b"); NULL: all
-    Column("message", String(2000)),
+    Column("scope", String(SCOPE_CHARS)),  # a partial run's selection ("--only a,b"); NULL: all
+    Column("message", String(MESSAGE_CHARS)),
 )
 Index("mf_runs_state", runs.c.state)
 
@@ -63,7 +65,7 @@ tasks = Table(
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),  # 1 + retries
     Column("updated_at", Timestamp, nullable=False),
-    Column("message", String(2000)),
+    Column("message", String(MESSAGE_CHARS)),
     Column("depends_on", Text),  # JSON list of ids, to tell whether a resume is safe
     Column("digest", String(64)),  # of the task's definition, likewise
 )
@@ -79,10 +81,10 @@ attempts = Table(
     Column("started_at", Timestamp, nullable=False),
     Column("ended_at", Timestamp),
     Column("exit_code", Integer),
-    Column("message", String(2000)),
+    Column("message", String(MESSAGE_CHARS)),
     Column("pid", Integer),
-    Column("host", String(255)),
-    Column("log_path", String(1024)),
+    Column("host", String(NAME_CHARS)),
+    Column("log_path", String(PATH_CHARS)),
     Column("details", Text),  # JSON object a task type records (Spark app id, nested run id)
 )
 Index("mf_runs_parent", runs.c.parent_run_id)
