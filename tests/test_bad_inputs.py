@@ -227,6 +227,33 @@ def test_a_read_only_state_database_is_read_without_writing(project: Project):
     assert not project.db_path.with_name("mflow.db-wal").exists()
 
 
+def test_reading_another_users_state_database_leaves_no_files_behind(project: Project):
+    # Another user's WAL database, in a shared folder: SQLite would create -shm and -wal
+    # files owned by the reader, which the owner's next run could not write.
+    project.write_tasks([bash("a", "true")])
+    assert_exit(project.mflow("run"), 0)
+    folder = sorted(p.name for p in project.log_dir.iterdir())
+    store = StateStore(f"sqlite:///{project.db_path}", read_only=True)
+    assert [r["state"] for r in store.list_runs()] == ["SUCCESS"]
+    store.close()
+    assert sorted(p.name for p in project.log_dir.iterdir()) == folder
+
+
+def test_reading_while_a_run_writes_sees_its_latest_records(project: Project):
+    project.write_tasks([bash("a", "true")])
+    assert_exit(project.mflow("run"), 0)
+    writer = sqlite3.connect(project.db_path)  # a run in progress: its -wal file is there
+    writer.execute("UPDATE mf_runs SET message = 'written a moment ago'")
+    writer.commit()
+    try:
+        assert project.db_path.with_name("mflow.db-wal").exists()
+        store = StateStore(f"sqlite:///{project.db_path}", read_only=True)
+        assert store.list_runs()[0]["message"] == "written a moment ago"
+        store.close()
+    finally:
+        writer.close()
+
+
 def test_an_unknown_schema_version_is_refused(project: Project):
     project.write_tasks([bash("a", "true")])
     assert_exit(project.mflow("run"), 0)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -425,9 +426,15 @@ def _make_engine(
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args or {})
     if read_only:
-        return create_engine(
-            f"sqlite:///file:{parsed.database}?mode=ro&uri=true", poolclass=NullPool
-        )
+        # A database in WAL mode needs its -wal and -shm files even to be read. While a run
+        # writes, they exist, and are read as they are. Otherwise SQLite would create them,
+        # owned by this user, and the owner's next run could not write them; and in a folder
+        # this user may not write, it could not open the database at all. With no writer
+        # (no -wal file), the database file alone is the whole state: read it as immutable.
+        writing = os.path.exists(f"{parsed.database}-wal")
+        how = "mode=ro" if writing else "immutable=1"
+        path = quote(parsed.database or "", safe="/")  # a URI: '?', '#', '%' in a name
+        return create_engine(f"sqlite:///file:{path}?{how}&uri=true", poolclass=NullPool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # NullPool: a connection per use is cheap in SQLite and never outlives a fork.
