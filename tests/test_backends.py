@@ -1,4 +1,4 @@
-"""The engine's promises with run state in PostgreSQL as well as in SQLite: every attempt
+"""The engine's promises with run state in PostgreSQL (and MariaDB) as well as in SQLite: every attempt
 recorded, concurrent mflow processes on one backend (schema created once, runs never mixed),
 and a killed run found INTERRUPTED and resumed."""
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import Project, assert_exit, bash, pids_with_arg, unique_token, wait_for
-from databases import postgres_url  # noqa: F401 - fixture
+from databases import mariadb_url, postgres_url  # noqa: F401 - fixtures
 from mflow.store.store import StateStore
 
 
@@ -202,3 +202,23 @@ def test_a_path_too_long_to_record_is_refused_before_the_run(project: Project, b
     assert "more than the 1024 the state database records" in result.stderr
     assert not (deep / "ran.txt").exists()
     assert _store(backend).list_runs() == []
+
+
+def test_ids_mariadb_cannot_tell_apart_are_refused_before_the_run(
+    project: Project,
+    mariadb_url: str,  # noqa: F811
+):
+    project.write_config(backend=mariadb_url)
+    project.write_tasks([bash("load", "echo ok"), bash("Load", "true"), bash("résumé", "true")])
+    result = project.mflow("run")
+    assert_exit(result, 2)
+    assert "task 'Load': key 'id': the MySQL/MariaDB state database takes it for task 'load'" in (
+        result.stderr
+    )
+    project.write_tasks([bash("resume", "true"), bash("résumé ", "true")])
+    result = project.mflow("run")
+    assert_exit(result, 2)
+    assert "task 'résumé ': key 'id'" in result.stderr
+    project.write_tasks([bash("load", "echo ok"), bash("load_b", "true", "load")])
+    assert_exit(project.mflow("run"), 0)  # distinct ids run, recorded there
+    assert [row["state"] for row in _store(mariadb_url).list_runs()] == ["SUCCESS"]

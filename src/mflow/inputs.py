@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
-from mflow.checked import Inputs, Settings
+from mflow.checked import Flow, Inputs, Settings
 from mflow.datasources import (
     BROKEN_DATASOURCES,
     Datasources,
@@ -76,11 +77,44 @@ def load_inputs(
     except InvalidFilesError as exc:
         problems += exc.problems
         warnings += exc.warnings
+    if backend is not None and not problems:
+        problems += _ids_mysql_takes_for_one(flow, backend)
     if problems:
         raise InvalidFilesError(problems, warnings)
     assert settings is not None and sources is not None
     every = (*settings.warnings, *sources.warnings, *flow.warnings)
     return Inputs(settings, flow, types, sources, backend, every)
+
+
+def _ids_mysql_takes_for_one(flow: Flow, backend: Backend) -> list[Problem]:
+    """MySQL and MariaDB compare text ignoring case, accents and trailing spaces (their
+    default collations): tasks 'a' and 'A' would be one row there, and the run would stop
+    at its first record. Refused here instead, naming both."""
+    if not backend.url.startswith(("mysql", "mariadb")):
+        return []
+    seen: dict[str, str] = {}
+    problems = []
+    for task_id in flow.tasks:
+        other = seen.setdefault(_as_mysql_compares(task_id), task_id)
+        if other != task_id:
+            problems.append(
+                Problem(
+                    str(flow.path),
+                    task_id=task_id,
+                    key="id",
+                    message=(
+                        f"the MySQL/MariaDB state database takes it for task '{other}' (it "
+                        "compares ids ignoring case, accents and trailing spaces); rename "
+                        "one of them"
+                    ),
+                )
+            )
+    return problems
+
+
+def _as_mysql_compares(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.rstrip(" "))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def _variables_of_a_broken_config(config: Path) -> dict[str, str] | None:
