@@ -1,6 +1,6 @@
-"""The engine's promises with run state in PostgreSQL (and MariaDB) as well as in SQLite: every attempt
-recorded, concurrent mflow processes on one backend (schema created once, runs never mixed),
-and a killed run found INTERRUPTED and resumed."""
+"""The engine's promises with run state in PostgreSQL (and MariaDB) as well as in SQLite:
+every attempt recorded, concurrent mflow processes on one backend (schema created once,
+runs never mixed), and a killed run found INTERRUPTED and resumed."""
 
 from __future__ import annotations
 
