@@ -340,6 +340,22 @@ def test_config_env_with_unset_variable(project: Project) -> None:
     assert project.nothing_recorded()
 
 
+@pytest.mark.parametrize(
+    ("ids", "words"),
+    [
+        (["a/b", "a b"], "its log file name would be the same as task 'a/b's"),
+        (["load", "load.attempt2"], "the same as that of attempt 2 of task 'load'"),
+        (["load.attempt3", "load"], "the same as that of attempt 3 of task 'load'"),
+    ],
+)
+def test_two_tasks_that_would_share_a_log_file_are_refused(
+    project: Project, ids: list[str], words: str
+) -> None:
+    problem = only_problem(validate(project, [bash(ids[0], "true"), bash(ids[1], "true")]))
+    assert words in problem.text
+    assert "rename" in problem.text
+
+
 def test_unset_variables_are_listed_with_the_other_problems(project: Project) -> None:
     project.write_config(default_retries=-1, env={"BASE": "/data", "FOO": "${MFLOW_TEST_UNSET_A}"})
     project.write_tasks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,10 @@ from mflow.modelcheck import check_model, env_of, key_in_any_case, lower_case_ke
 from mflow.tasktypes.base import TaskSpec
 from mflow.tasktypes.registry import TaskTypes, TypeLoadError
 
-MAX_ID_LENGTH = 200  # a log file name holds it, and so does a VARCHAR(255) column
+MAX_ID_LENGTH = 200
+_RETRY_LOG = re.compile(
+    r"(.+)\.attempt([0-9]+)"
+)  # logs.task_log_path of a retry  # a log file name holds it, and so does a VARCHAR(255) column
 
 
 class _Checker:
@@ -282,3 +286,16 @@ def _check_log_names(check: _Checker, tasks: dict[str, TaskSpec]) -> None:
                 ),
             )
         by_name[name] = task_id
+    for task_id in tasks:  # "a.attempt2" would also be the log of task a's second attempt
+        retried = _RETRY_LOG.fullmatch(log_name_part(task_id))
+        if retried and retried[1] in by_name:
+            check.add(
+                check.first_index[task_id],
+                "id",
+                task_id=task_id,
+                key="id",
+                message=(
+                    f"its log file name would be the same as that of attempt {retried[2]} of "
+                    f"task '{by_name[retried[1]]}'; rename it"
+                ),
+            )
