@@ -16,7 +16,8 @@ from mflow.store.store import StateStore
 
 
 def _invalid(project: Project, tasks, *words: str) -> str:
-    project.write_tasks(tasks)
+    if tasks is not None:
+        project.write_tasks(tasks)
     result = project.mflow("run")
     assert_exit(result, 2)
     assert_no_traceback(result)
@@ -45,6 +46,50 @@ def _invalid(project: Project, tasks, *words: str) -> str:
 )
 def test_bad_task_values_are_problems_not_crashes(project: Project, task, words):
     _invalid(project, [task], *words)
+
+
+@pytest.mark.parametrize(
+    ("task", "key"),
+    [
+        ({"id": "n", "type": "mflow", "taskfile": "child\u0000.json"}, "taskfile"),
+        ({"id": "n", "type": "mflow", "taskfile": "c.json", "config": "a\u0000"}, "config"),
+        ({"id": "q", "type": "sql", "db": "dw", "command": "select 1\u0000"}, "command"),
+        (
+            {
+                "id": "s",
+                "type": "spark",
+                "master": "local",
+                "ingestor-file": "app.py",
+                "parameters": ["a\u0000b"],
+            },
+            "parameters",
+        ),
+    ],
+)
+def test_a_nul_character_in_any_task_type_is_a_problem(project: Project, task, key):
+    stderr = _invalid(project, [task], "holds a NUL character")
+    assert f"key '{key}'" in stderr
+
+
+def test_a_symbolic_link_loop_is_a_problem_not_a_crash(project: Project):
+    (project.root / "loop.json").symlink_to("loop.json")
+    for command in ("run", "validate", "graph"):
+        result = project.mflow(command, "--taskfile", "loop.json")
+        assert_exit(result, 2)
+        assert_no_traceback(result)
+        assert "Too many levels of symbolic links" in result.stderr
+    project.write_tasks([{"id": "n", "type": "mflow", "taskfile": "loop.json"}])
+    _invalid(project, None, "key 'taskfile': no file at")
+
+
+def test_a_nul_in_the_backend_and_a_huge_resume_are_refused(project: Project):
+    project.write_config(backend="sqlite:///a\u0000b")
+    _invalid(project, [bash("a", "true")], "key 'backend': holds a NUL character")
+    project.write_config()
+    result = project.mflow("run", "--resume", str(2**63))
+    assert_exit(result, 2)
+    assert_no_traceback(result)
+    assert "Invalid value for '--resume'" in result.stderr
 
 
 def test_infinity_is_not_a_number_of_seconds(project: Project):

@@ -129,7 +129,7 @@ def cli() -> None:
 @click.option(
     "--resume",
     "resume_id",
-    type=int,
+    type=RUN_ID,
     metavar="RUN_ID",
     help=(
         "Run again exactly the tasks of RUN_ID that did not succeed (with that run's task "

@@ -57,7 +57,11 @@ class _Checker:
 def load_flow(path: Path, types: TaskTypes, variables: Mapping[str, str] | None) -> Flow:
     """`variables`: what a task's env can use in ${VAR} (mflow's environment + config env);
     None when config.json could not be read, and its env is not known."""
-    nesting.validating.append(str(path.resolve()))
+    try:
+        resolved = path.resolve()
+    except RuntimeError:  # a symbolic link loop (Python 3.11): reading it says so below
+        resolved = path.absolute()
+    nesting.validating.append(str(resolved))
     try:
         with without_cycle_collection():
             return _load_flow(path, types, variables)
@@ -211,9 +215,32 @@ def _check_task(
     check.problems += found
     check.warnings += notes
     if spec is not None:
-        for key, message in task_type.check(spec, check.folder):
+        # (bash checks its one key itself: a scan of 100,000 tasks would add up)
+        found = _nul_in(raw) if task_type.name != "bash" else []
+        # the type's own checks look at files and paths: not with a NUL in them
+        for key, message in found or task_type.check(spec, check.folder):
             check.add(index, key, task_id=task_id, key=key, message=message)
     return spec
+
+
+def _nul_in(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """A NUL character no program, path or URL can take: found in any string of the task,
+    as its key, its list items and its mappings' keys and values."""
+
+    def holds_nul(value: Any) -> bool:
+        if isinstance(value, str):
+            return "\0" in value
+        if isinstance(value, dict):
+            return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(holds_nul(item) for item in value)
+        return False
+
+    return [
+        (str(key), "holds a NUL character, which no program, path or URL can take")
+        for key, value in raw.items()
+        if key != "id" and holds_nul(value)  # an id with NUL was refused as such
+    ]
 
 
 # Keys every task may have; the original's Go parser matched them in any case ("Depends").

@@ -62,6 +62,8 @@ class SettingsModel(BaseModel):
             return None
         if not value.strip():
             raise ValueError("is empty; leave it out to keep state in <log_directory>/mflow.db")
+        if "\0" in value:
+            raise ValueError("holds a NUL character")
         if "://" not in value and not re.fullmatch(r"[\w.@-]+", value):
             raise ValueError(
                 f"{value!r} is neither a database URL (such as "

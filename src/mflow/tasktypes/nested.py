@@ -48,7 +48,11 @@ class NestedFlowType(TaskType):
         parent's task file's), the parent's own config and datasources by default."""
 
         def resolve(value: str) -> Path:
-            return (folder / os.path.expanduser(value)).resolve()
+            path = folder / os.path.expanduser(value)
+            try:
+                return path.resolve()
+            except RuntimeError:  # a symbolic link loop: "no file at" it, below
+                return path
 
         settings, sources = self.setup.settings, self.setup.datasources
         config = resolve(task.config) if task.config else (settings.source if settings else None)
