@@ -13,6 +13,8 @@ from datetime import datetime
 import pytest
 
 from conftest import Project, assert_exit, bash, pids_with_arg, unique_token, wait_for
+from mflow.errors import UsageError
+from mflow.store.rows import TaskRow
 
 
 def _attempts(project: Project, run_id: int, task_id: str) -> list[dict]:
@@ -307,6 +309,45 @@ def test_resume_runs_exactly_what_did_not_succeed(project: Project):
     again = project.mflow("run", "--resume", str(second))
     assert_exit(again, 0)
     assert "nothing to resume" in again.stdout
+
+
+def test_a_run_is_resumed_once_at_a_time_and_once_done_is_left_alone(project: Project):
+    project.write_tasks([bash("a", "test -e fixed && sleep 2 && echo ran >> ran.txt")])
+    assert_exit(project.mflow("run"), 1)
+    (project.root / "fixed").touch()
+    first = project.start("resume", "1")
+    wait_for(lambda: project.db_when_ready("SELECT 1 FROM mf_runs WHERE run_id = 2"))
+    second = project.mflow("resume", "1")  # a double click, a cron job fired twice
+    assert_exit(second, 2)
+    assert "run 1 is being resumed by run 2" in second.stderr
+    assert_exit(first.wait(), 0)
+    third = project.mflow("resume", "1")
+    assert_exit(third, 0)
+    assert "run 1 was resumed by run 2, which succeeded; nothing to resume" in third.stdout
+    assert (project.root / "ran.txt").read_text() == "ran\n"  # once
+    assert project.last_run_id() == 2
+    forced = project.mflow("resume", "1", "--force")
+    assert_exit(forced, 0)
+    assert (project.root / "ran.txt").read_text() == "ran\nran\n"
+
+
+def test_of_two_resumes_started_together_the_later_gives_way(project: Project):
+    from mflow.logs import MasterLog
+    from mflow.runner import _one_resume_at_a_time
+    from mflow.store.sqlite_writer import SqliteRunWriter
+
+    project.write_tasks([bash("a", "exit 1")])
+    assert_exit(project.mflow("run"), 1)
+    writer = SqliteRunWriter(project.db_path)
+    rows = [TaskRow("a", "bash")]
+    # both passed the plan's check before either was recorded
+    earlier = writer.create_run(project.root / "tasks.json", None, rows, resumed_from=1)
+    later = writer.create_run(project.root / "tasks.json", None, rows, resumed_from=1)
+    _one_resume_at_a_time(writer, MasterLog(project.log_dir), earlier, 1)  # goes on
+    with pytest.raises(UsageError, match=f"run 1 is being resumed by run {earlier}"):
+        _one_resume_at_a_time(writer, MasterLog(project.log_dir), later, 1)
+    states = {r["run_id"]: r["state"] for r in project.db("SELECT run_id, state FROM mf_runs")}
+    assert states == {1: "FAILED", earlier: "RUNNING", later: "CANCELLED"}
 
 
 def test_resume_refuses_when_the_task_file_changed_unless_forced(project: Project):

@@ -226,9 +226,14 @@ def _resume(
     force: bool,
     dry_run: bool,
 ) -> None:
+    from mflow.resume import NothingToResume
     from mflow.runner import execute, exit_code, prepare_resume
 
-    inputs, plan = prepare_resume(run_id, config, taskfile, datasources, force=force)
+    try:
+        inputs, plan = prepare_resume(run_id, config, taskfile, datasources, force=force)
+    except NothingToResume as done:
+        click.echo(str(done))
+        return
     _warn(inputs.warnings)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,10 @@ from mflow.checked import Flow
 from mflow.errors import UsageError
 from mflow.states import RunState, TaskState
 from mflow.store.rows import stored_depends
+
+
+class NothingToResume(UsageError):
+    """Not an error: what the resume would do was done (exit 0)."""
 
 
 @dataclass
@@ -28,7 +33,9 @@ def plan_resume(
     digests: dict[str, str],
     *,
     force: bool,
+    resumers: Sequence[dict[str, Any]] = (),
 ) -> ResumePlan:
+    """`resumers`: the runs that resumed this one before, newest first."""
     if run is None:
         raise UsageError(f"no run {run_id} to resume; `mflow runs` lists the runs")
     if run["state"] == RunState.RUNNING:
@@ -37,6 +44,7 @@ def plan_resume(
             "wait for it to end, or stop it first"
         )
     changes, notes = [], []
+    notes += _resumed_before(run_id, resumers, force)
     previous = {row["task_id"]: row for row in tasks}
     for task_id, row in previous.items():
         spec = flow.tasks.get(task_id)
@@ -82,3 +90,28 @@ def plan_resume(
         elif row["state"] == TaskState.SKIPPED:
             skipped[task_id] = row["message"] or f"succeeded before run {run_id}"
     return ResumePlan(run_id, task_ids, skipped, notes, run.get("scope"))
+
+
+def _resumed_before(run_id: int, resumers: Sequence[dict[str, Any]], force: bool) -> list[str]:
+    """A resume of a run another run resumes now is refused (both would run its tasks).
+    One of a run whose resume succeeded has nothing left to do (a second click, a cron job
+    fired twice), unless forced."""
+    running = [r for r in resumers if r["state"] == RunState.RUNNING]
+    if running:
+        other = running[0]
+        raise UsageError(
+            f"run {run_id} is being resumed by run {other['run_id']} (pid {other['pid']} on "
+            f"{other['host']}); wait for it to end (mflow status {other['run_id']})"
+        )
+    if not resumers:
+        return []
+    latest = resumers[0]
+    if latest["state"] == RunState.SUCCESS and not force:
+        raise NothingToResume(
+            f"run {run_id} was resumed by run {latest['run_id']}, which succeeded; nothing "
+            "to resume (to run its unfinished tasks again anyway: --force)"
+        )
+    return [
+        f"run {run_id} was resumed before by run {latest['run_id']} ({latest['state']}); "
+        f"`mflow resume {latest['run_id']}` would not run again what that one finished"
+    ]

@@ -36,6 +36,7 @@ from mflow.timeslice import ask_short_slice
 from mflow.warmstart import CheckedTask
 
 if TYPE_CHECKING:
+    from mflow.store.recorder import RunWriter
     from mflow.tasktypes.base import TaskSpec
 
 # No pydantic on this module's imports (checked.py says why): the models and the loading
@@ -131,8 +132,10 @@ def prepare_resume(
     )
     digests = {task_id: task_digest(spec) for task_id, spec in inputs.flow.tasks.items()}
     tasks = store.task_rows(run_id)
+    resumers = store.resumers_of(run_id)
     store.close()
-    return inputs, plan_resume(run, run_id, tasks, inputs.flow, digests, force=force)
+    plan = plan_resume(run, run_id, tasks, inputs.flow, digests, force=force, resumers=resumers)
+    return inputs, plan
 
 
 def task_rows(inputs: Inputs, task_ids: list[str]) -> list[TaskRow]:
@@ -182,6 +185,8 @@ def execute(
         scope=fitted(scope, SCOPE_CHARS),  # a long --only list: shown, not used
         **(parent.run_columns() if parent else {}),
     )
+    if resumed_from is not None:
+        _one_resume_at_a_time(store, master, run_id, resumed_from)
     master.set_aside_older_logs()
     out = Terminal(sys.stdout)
     if live is None:
@@ -253,6 +258,21 @@ def _require_text_paths(*paths: Path | None) -> None:
                 "FOLDER), or keep the task file, config.json and the log folder under "
                 "UTF-8 paths"
             ) from None
+
+
+def _one_resume_at_a_time(
+    store: RunWriter, master: MasterLog, run_id: int, resumed_from: int
+) -> None:
+    """Two resumes of one run started at the same moment (a double click) both passed the
+    check of the plan: the later one gives way, before it runs anything."""
+    earlier = store.earlier_resumer(resumed_from, run_id)
+    if earlier is None:
+        return
+    message = f"run {resumed_from} is being resumed by run {earlier}, started a moment before"
+    store.write_batch(run_id, [], [], [], (RunState.CANCELLED, message))
+    master.write(f"ended {RunState.CANCELLED}: {message}")
+    store.close()
+    raise UsageError(f"{message}; nothing was run (mflow status {earlier})")
 
 
 def _require_recordable_paths(flow: Path, config: Path | None, log_directory: Path) -> None:

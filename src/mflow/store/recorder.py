@@ -35,6 +35,10 @@ class RunWriter(Protocol):
         run_end: tuple[RunState, str | None] | None = None,
     ) -> None: ...
 
+    def earlier_resumer(self, resumed_from: int, run_id: int) -> int | None: ...
+
+    def close(self) -> None: ...
+
 
 class Recorder(RunListener):
     def __init__(self, store: RunWriter, run_id: int):

@@ -294,6 +294,30 @@ class StateStore:
         return run
 
     @_reporting_db_errors
+    def resumers_of(self, run_id: int) -> list[dict[str, Any]]:
+        """The runs that resumed `run_id`, newest first (run_id, state, pid, host)."""
+        columns = (t.runs.c.run_id, t.runs.c.state, t.runs.c.pid, t.runs.c.host)
+        query = (
+            select(*columns).where(t.runs.c.resumed_from == run_id).order_by(t.runs.c.run_id.desc())
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    @_reporting_db_errors
+    def earlier_resumer(self, resumed_from: int, run_id: int) -> int | None:
+        """Another run, created before `run_id`, that resumes `resumed_from` now."""
+        query = (
+            select(t.runs.c.run_id)
+            .where(t.runs.c.resumed_from == resumed_from)
+            .where(t.runs.c.run_id < run_id)
+            .where(t.runs.c.state == RunState.RUNNING)
+            .order_by(t.runs.c.run_id)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    @_reporting_db_errors
     def task_rows(self, run_id: int) -> list[dict[str, Any]]:
         query = select(t.tasks).where(t.tasks.c.run_id == run_id).order_by(t.tasks.c.position)
         with self.engine.connect() as conn:
