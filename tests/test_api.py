@@ -284,6 +284,9 @@ def test_cancel_resume_and_retry_with_the_token(project: Project):
     run = client.get(f"/api/runs/{new_run}").json()
     assert run["resumed_from"] == failed and run["state"] == "RUNNING"
     assert (project.root / "first.count").read_text() == "once\n"
+    twice = client.post(f"/api/runs/{failed}/resume", headers=auth)  # a double click
+    assert twice.status_code == 409
+    assert f"run {failed} is being resumed by run {new_run}" in twice.json()["detail"]
 
     cancelled = client.post(f"/api/runs/{new_run}/cancel", headers=auth)
     assert cancelled.status_code == 200, cancelled.text

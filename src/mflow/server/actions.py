@@ -63,6 +63,15 @@ class Actions:
             raise Refused(
                 f"run {run_id} is a nested flow's: resume its parent run {run['parent_run_id']}"
             )
+        resumers = self.reads.store.resumers_of(run_id)
+        if resumers and resumers[0]["state"] in (RunState.RUNNING, RunState.SUCCESS):
+            latest = resumers[0]
+            raise Refused(
+                f"run {run_id} is being resumed by run {latest['run_id']}"
+                if latest["state"] == RunState.RUNNING
+                else f"run {run_id} was resumed by run {latest['run_id']}, which succeeded; "
+                "nothing to resume"
+            )
         new = self._start(["resume", str(run_id), *self._run_files(run)], resumed_from=run_id)
         return new, f"run {new} resumes run {run_id}"
 
