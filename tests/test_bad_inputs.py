@@ -102,6 +102,38 @@ def test_deeply_nested_json_is_refused(project: Project):
     _invalid(project, '{"tasks": ' + deep + "}", "nested too deeply")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        # a second "tasks" would silently drop every task of the first
+        (
+            "tasks.json",
+            '{"tasks": [{"id": "a", "type": "bash", "command": "true"}],\n "tasks": []}',
+            (2, 2),
+        ),
+        (
+            "tasks.json",
+            '{"tasks": [\n{"id": "a", "type": "bash", "command": "a", "command": "b"}]}',
+            (2, 45),
+        ),
+        (
+            "tasks.yaml",
+            "tasks:\n  - id: a\n    type: bash\n    command: a\n    command: b\n",
+            (5, 5),
+        ),
+    ],
+)
+def test_a_key_given_twice_is_a_problem_where_it_repeats(project: Project, name, text, where):
+    (project.root / name).write_text(text)
+    result = project.mflow("run", "--taskfile", name)
+    assert_exit(result, 2)
+    assert_no_traceback(result)
+    [problem] = problems(result.stderr)
+    assert (problem.line, problem.col) == where
+    assert "given twice in the same" in problem.text and "keep one" in problem.text
+    assert project.nothing_recorded()
+
+
 def test_a_byte_order_mark_is_no_problem(project: Project):
     # Windows editors save UTF-8 with one
     body = json.dumps({"tasks": [bash("a", "touch ran.txt")]})

@@ -7,6 +7,7 @@ reported, so valid files pay nothing for them.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def load_document(path: Path, what: str) -> Document:
         data = _parse_yaml(text, display)
     else:
         try:
-            data = json.loads(text)
+            data = _parse_json(text, display)
         except json.JSONDecodeError as exc:
             raise InvalidFilesError(
                 [Problem(display, exc.lineno, exc.colno, message=f"malformed JSON: {exc.msg}")]
@@ -113,11 +114,46 @@ def _not_utf8(path: Path, display: str, what: str, exc: UnicodeDecodeError) -> P
     )
 
 
+def _parse_json(text: str, display: str) -> Any:
+    """json.loads, but a key given twice in one object is a problem: Python, like the
+    original's Go, would silently keep the last (a second "tasks" key dropped every task)."""
+    duplicated = False
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal duplicated
+        mapping = dict(pairs)
+        duplicated = duplicated or len(mapping) != len(pairs)
+        return mapping
+
+    data = json.loads(text, object_pairs_hook=unique)  # no slower than building dicts
+    if duplicated:
+        found: list[tuple[int, str]] = []
+        try:
+            _walk_json(text, _WS.match(text, 0).end(), (), {}, found)  # type: ignore[union-attr]
+        except (ValueError, IndexError, RecursionError):
+            pass
+        line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
+        problems = []
+        for offset, key in found or [(0, "?")]:
+            line = bisect.bisect_right(line_starts, offset)
+            problems.append(
+                Problem(
+                    display,
+                    line,
+                    offset - line_starts[line - 1] + 1,
+                    key=key,
+                    message="given twice in the same object; keep one (only the last would count)",
+                )
+            )
+        raise InvalidFilesError(problems)
+    return data
+
+
 def _parse_yaml(text: str, display: str) -> Any:
     import yaml  # only YAML users pay for the import
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
     except (RecursionError, ValueError) as exc:
         raise InvalidFilesError([Problem(display, message=f"unusable YAML: {exc}")]) from None
     except yaml.YAMLError as exc:
@@ -141,8 +177,15 @@ def _positions(text: str, suffix: str) -> dict[Path_, int]:
     return positions
 
 
-def _walk_json(text: str, pos: int, path: Path_, out: dict[Path_, int]) -> int:
-    """Record the offset of the value at `pos` under `path`; return the offset after it."""
+def _walk_json(
+    text: str,
+    pos: int,
+    path: Path_,
+    out: dict[Path_, int],
+    duplicates: list[tuple[int, str]] | None = None,
+) -> int:
+    """Record the offset of the value at `pos` under `path`; return the offset after it.
+    `duplicates`: also collect (offset, key) of each key given twice in one object."""
     out[path] = pos
     char = text[pos]
     if char == '"':
@@ -151,14 +194,19 @@ def _walk_json(text: str, pos: int, path: Path_, out: dict[Path_, int]) -> int:
         closing = "}" if char == "{" else "]"
         pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
         index = 0
+        seen: set[str] = set()
         while text[pos] != closing:
             if char == "{":
+                key_at = pos
                 key, pos = scanstring(text, pos + 1)
+                if duplicates is not None and key in seen:
+                    duplicates.append((key_at, key))
+                seen.add(key)
                 pos = _WS.match(text, pos).end() + 1  # type: ignore[union-attr]  # skip ':'
                 pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
-                pos = _walk_json(text, pos, (*path, key), out)
+                pos = _walk_json(text, pos, (*path, key), out, duplicates)
             else:
-                pos = _walk_json(text, pos, (*path, index), out)
+                pos = _walk_json(text, pos, (*path, index), out, duplicates)
                 index += 1
             pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
             if text[pos] == ",":
@@ -168,6 +216,30 @@ def _walk_json(text: str, pos: int, path: Path_, out: dict[Path_, int]) -> int:
     if not match:
         raise ValueError(pos)
     return match.end()
+
+
+@functools.cache
+def _unique_key_loader() -> Any:
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (it keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"key '{key_node.value}' is given twice in the same mapping; "
+                            "keep one (only the last would count)",
+                            key_node.start_mark,
+                        )
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def _yaml_positions(text: str, out: dict[Path_, int]) -> None:
