@@ -96,6 +96,24 @@ def test_go_style_help_shows_the_help(project: Project) -> None:
     assert not (project.root / "ran.txt").exists()
 
 
+def test_a_task_id_that_looks_like_a_go_style_flag_is_taken_as_an_id(project: Project) -> None:
+    project.write_tasks([bash("-config", "echo dashed"), bash("b", "echo b")])
+    result = project.mflow("run", "--task", "-config")
+    assert_exit(result, 0)
+    run_id = project.last_run_id()
+    assert project.task_states(run_id) == {"-config": "SUCCESS"}
+    shown = project.mflow("logs", str(run_id), "--", "-config")
+    assert_exit(shown, 0)
+    assert shown.stdout == "dashed\n"
+
+
+def test_serve_refuses_an_empty_host(project: Project) -> None:
+    # an unset "$HOST" would otherwise mean every interface
+    result = project.mflow("serve", "--host", "", timeout=30)
+    assert_exit(result, 2)
+    assert "--host is empty" in result.stderr
+
+
 def test_force_without_resume_is_refused(project: Project) -> None:
     project.write_tasks([bash("a", "touch ran.txt")])
     result = project.mflow("run", "--force")

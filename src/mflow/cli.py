@@ -31,6 +31,7 @@ COMMANDS = (
 )
 DEFAULT_TASKFILE = Path("tasks.json")
 GO_STYLE_FLAGS = ("config", "taskfile", "datasources")
+TASK_ID_OPTIONS = ("--task", "--from", "--only")  # their value is never a Go-style flag
 
 
 def _path_option(name: str, help_text: str) -> Callable[[Any], Any]:
@@ -478,6 +479,11 @@ def serve(config: Path | None, datasources: Path | None, host: str, port: int) -
     Read-only unless config.json's api_token (or MFLOW_API_TOKEN) is set: then cancel,
     retry and resume are allowed to requests that carry it.
     """
+    if not host.strip():  # an unset "$HOST" would otherwise mean every interface
+        raise UsageError(
+            "--host is empty; give the address to listen on (127.0.0.1, the default, or "
+            "0.0.0.0 for every interface)"
+        )
     from mflow.server.serve import serve as start
 
     start(config, datasources, host, port)
@@ -486,8 +492,13 @@ def serve(config: Path | None, datasources: Path | None, host: str, port: int) -
 def _translate_go_flags(argv: list[str]) -> list[str]:
     """Accept the original's `-taskfile x` / `-taskfile=x` as `--taskfile`, and `-help`
     (which Go's flag package answers) as `--help`."""
-    out = []
-    for arg in argv:
+    out: list[str] = []
+    for position, arg in enumerate(argv):
+        if arg == "--":  # what follows is arguments, a task id "-config" say
+            return out + argv[position:]
+        if out and out[-1] in TASK_ID_OPTIONS:  # the value of --task and the like
+            out.append(arg)
+            continue
         name = arg[1:].split("=", 1)[0]
         if arg.startswith("-") and not arg.startswith("--") and name in GO_STYLE_FLAGS:
             arg = "-" + arg
