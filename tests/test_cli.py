@@ -4,7 +4,10 @@ status, logs, --task, --help, and exit codes for bad input or an unusable enviro
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -470,6 +473,29 @@ def test_logs_follow_waits_for_a_task_that_has_not_started(project: Project) -> 
     result = follow.wait(60)
     assert_exit(result, 0)
     assert result.stdout == "from second\n"
+
+
+def test_logs_follow_ends_when_the_runs_mflow_dies(project: Project) -> None:
+    project.write_tasks(
+        [
+            bash("ticker", "while true; do echo tick; sleep 0.2; done"),
+            bash("after", "echo never", "ticker"),
+        ]
+    )
+    bg = project.start("run")
+    wait_for(lambda: project.task_log(1, "ticker").exists(), what="the ticker's first line")
+    following = project.start("logs", "1", "ticker", "-f")
+    waiting = project.start("logs", "1", "after", "-f")  # for a task that will never start
+    time.sleep(0.5)
+    os.kill(bg.pid, signal.SIGKILL)
+    bg.popen.wait()
+    ended = following.wait(15)  # it used to follow for ever
+    assert_exit(ended, 0)
+    assert ended.stdout.startswith("tick\n")
+    never = waiting.wait(15)
+    assert_exit(never, 2)
+    assert "task 'after' of run 1 did not start" in never.stderr
+    assert project.task_states(1)["ticker"] == "INTERRUPTED"
 
 
 def test_unknown_command_is_named(project: Project) -> None:

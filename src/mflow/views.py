@@ -248,13 +248,14 @@ def log_chunks(
             )
     path = row["log_path"]
     log = None
+    over = _Watch(store, run_id, task_id, row["attempt"])
     try:
         while True:
             if log is None:
                 log = _open_current(path, row["started_at"])
                 if log is None:
                     # No file yet: the task has printed nothing (so far).
-                    if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):
+                    if not follow or over():
                         return
                     time.sleep(0.2)
                     continue
@@ -262,7 +263,7 @@ def log_chunks(
             if chunk:
                 yield chunk
                 continue
-            if not follow or _attempt_over(store, run_id, task_id, row["attempt"]):
+            if not follow or over():
                 rest = log.read()
                 if rest:
                     yield rest
@@ -305,7 +306,11 @@ def _attempts_to_read(store: Any, run_id: int, task_id: str, follow: bool) -> li
                 f"task '{task_id}' was SKIPPED in run {run_id}: "
                 f"{task['message']}; see the log of that run"
             )
-        if not follow or store.get_run(run_id)["state"] != RunState.RUNNING:
+        if (
+            not follow
+            or store.get_run(run_id)["state"] != RunState.RUNNING
+            or store.run_is_gone(run_id)
+        ):
             raise UsageError(
                 f"task '{task_id}' of run {run_id} did not start "
                 f"({task['state']}); `mflow status {run_id}` says why"
@@ -314,7 +319,20 @@ def _attempts_to_read(store: Any, run_id: int, task_id: str, follow: bool) -> li
         task = {row["task_id"]: row for row in store.task_rows(run_id)}[task_id]
 
 
-def _attempt_over(store: Any, run_id: int, task_id: str, attempt: int) -> bool:
-    rows = store.attempt_rows(run_id, task_id)
-    row = next((r for r in rows if r["attempt"] == attempt), None)
-    return row is None or row["state"] != TaskState.RUNNING
+class _Watch:
+    """Whether a followed attempt is over: recorded so, or its run's mflow is gone (which
+    would never record it; looked at every LIVENESS_EVERY checks)."""
+
+    LIVENESS_EVERY = 5  # one second of 0.2 s waits
+
+    def __init__(self, store: Any, run_id: int, task_id: str, attempt: int):
+        self.store, self.run_id, self.task_id, self.attempt = store, run_id, task_id, attempt
+        self.checks = 0
+
+    def __call__(self) -> bool:
+        rows = self.store.attempt_rows(self.run_id, self.task_id)
+        row = next((r for r in rows if r["attempt"] == self.attempt), None)
+        if row is None or row["state"] != TaskState.RUNNING:
+            return True
+        self.checks += 1
+        return self.checks % self.LIVENESS_EVERY == 0 and self.store.run_is_gone(self.run_id)

@@ -189,15 +189,22 @@ class StateStore:
             candidates = conn.execute(query).all()
         dead = []
         for run_id, pid, host, started_at, heartbeat_at in candidates:
-            if host == HOST:
-                alive = same_process(pid, started_at)
-            else:
-                alive = heartbeat_at is not None and (
-                    (now - heartbeat_at).total_seconds() < stale_after_s
-                )
+            alive = _alive(pid, host, started_at, heartbeat_at, now, stale_after_s)
             if not alive and self._mark_interrupted(run_id, pid, host, heartbeat_at or now):
                 dead.append(run_id)
         return dead
+
+    def run_is_gone(self, run_id: int) -> bool:
+        """Whether `run_id` is RUNNING in the records while its mflow is gone (marked
+        INTERRUPTED now, unless this store is only read)."""
+        run = self.get_run(run_id)
+        if run is None or run["state"] != RunState.RUNNING:
+            return False
+        fields = (run["pid"], run["host"], run["started_at"], run["heartbeat_at"])
+        if _alive(*fields, utcnow(), STALE_AFTER_S):
+            return False
+        self.reap_dead_runs()
+        return True
 
     def _mark_interrupted(
         self, run_id: int, pid: int | None, host: str | None, last_seen: Any
@@ -480,6 +487,20 @@ def _make_engine(
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _alive(
+    pid: int | None,
+    host: str | None,
+    started_at: Any,
+    heartbeat_at: Any,
+    now: datetime,
+    stale_after_s: float,
+) -> bool:
+    """A run's mflow: the same process on this host; elsewhere, a recent heartbeat."""
+    if host == HOST:
+        return same_process(pid, started_at)
+    return heartbeat_at is not None and (now - heartbeat_at).total_seconds() < stale_after_s
 
 
 def _reason(exc: BaseException) -> str:
