@@ -381,6 +381,22 @@ def test_unset_variables_are_listed_with_the_other_problems(project: Project) ->
     assert "5 problems found" in result.stderr
 
 
+def test_home_and_variables_in_paths_are_expanded_as_a_shell_would(project: Project) -> None:
+    home = project.root / "home"
+    home.mkdir()
+    project.write_tasks([bash("a", "true")])
+    project.write_config(log_directory="~/nightly-logs")
+    project.run_ok(env={"HOME": str(home)})
+    assert (home / "nightly-logs" / "mflow.db").exists()
+    assert not (project.root / "~").exists()  # no folder named "~"
+    project.write_config(log_directory="${MFLOW_TEST_LOGS}/logs")
+    project.run_ok(env={"MFLOW_TEST_LOGS": str(home)})
+    assert (home / "logs" / "mflow.db").exists()
+    unset = project.mflow("run", env={})
+    problem = only_problem(unset)
+    assert "key 'log_directory': ${MFLOW_TEST_LOGS} is not set in the environment" in problem.text
+
+
 def test_reading_state_needs_none_of_the_tasks_variables(project: Project) -> None:
     # cron has the tasks' secrets; the operator who reads the history later may not
     project.write_config(env={"TARGET": "${MFLOW_TEST_SECRET}/out"})

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mflow.checked import Settings, SettingsWatcher  # re-exported
 from mflow.datasources import sqlite_relative_to
-from mflow.documents import load_document
+from mflow.documents import Document, load_document
 from mflow.envvars import expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.modelcheck import EnvBlock, check_model, env_of
@@ -115,13 +115,42 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
             )
             continue
         env[name] = variables[name] = expand(value, variables)
+    expanded = _expanded_paths(doc, model, problems) if model is not None else {}
     if problems or model is None:
         raise InvalidFilesError(problems, warnings)
     path = path.resolve()  # mflow changes directory before it re-reads this file
-    backend = model.backend and sqlite_relative_to(model.backend, path.parent)
-    if backend != model.backend:
-        model = model.model_copy(update={"backend": backend})
+    backend = expanded.get("backend", model.backend)
+    expanded["backend"] = backend and sqlite_relative_to(backend, path.parent)
+    changed = {key: value for key, value in expanded.items() if value != getattr(model, key)}
+    if changed:
+        model = model.model_copy(update=changed)
     return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
+
+
+def _expanded_paths(doc: Document, model: SettingsModel, problems: list[Problem]) -> dict[str, str]:
+    """`~` and ${VAR} in the paths, as a shell would expand them (left as written, they
+    made folders named `~` or `${HOME}`). In `backend`, only the `~` of a SQLite file: a
+    database URL's ${VAR} would be a password, kept out of the warm start's cache."""
+    expanded = {}
+    for key in ("log_directory", "spark_submit", "backend"):
+        value = getattr(model, key)
+        if value is None:
+            continue
+        if key == "backend":
+            prefix = "sqlite:///"
+            if value.startswith(prefix + "~"):
+                expanded[key] = prefix + os.path.expanduser(value[len(prefix) :])
+            continue
+        missing = unset_names(value, os.environ)
+        if missing:
+            problems.append(
+                doc.problem(
+                    key, key=key, message=f"${{{missing[0]}}} is not set in the environment"
+                )
+            )
+            continue
+        expanded[key] = os.path.expanduser(expand(value, os.environ))
+    return expanded
 
 
 __all__ = ["Settings", "SettingsModel", "SettingsWatcher", "load_settings"]

@@ -167,6 +167,7 @@ def fingerprint(paths: dict[str, str]) -> str | None:
         digest.update(f"{name}: {len(data)}\n".encode())
         digest.update(data)
         names.update(_VARIABLE.findall(data))
+    names.add(b"HOME")  # a path's `~` in config.json
     variables = {name.decode(): os.environ.get(name.decode()) for name in sorted(names)}
     facts = [
         *(_FORMAT, __version__, sys.version, os.cpu_count(), _code_stamp()),
