@@ -109,6 +109,21 @@ def test_a_failing_child_fails_the_task_with_its_reason_and_resume_resumes_the_c
     assert (project.root / "first.count").read_text() == "once\n"  # not run again
 
 
+def test_a_child_whose_file_broke_after_validation_says_what_is_wrong(project: Project):
+    project.write_tasks([bash("c1", "true")], name="child.json")
+    project.write_tasks(
+        [
+            bash("breaker", "printf '{\"tasks\": [' > child.json"),  # valid when checked
+            nested("child", "child.json", "breaker"),
+        ]
+    )
+    assert_exit(project.mflow("run"), 1)
+    message = project.db("SELECT message FROM mf_tasks WHERE task_id = 'child'")[0]["message"]
+    assert message.startswith("nested flow: ")
+    assert "child.json:1:12: malformed JSON" in message, message
+    assert message.endswith("(1 problem found; nothing was run)")
+
+
 def test_a_retry_of_the_task_resumes_the_child_instead_of_starting_over(project: Project):
     project.write_tasks(
         [

@@ -134,6 +134,7 @@ class _ChildReport:
         self.outcome = ""  # "run 12 FAILED"
         self.failed: list[str] = []
         self.last_line = ""
+        self.first_problem = ""  # before any run: "file:line:col: ..." of a bad file, say
 
     def line(self, line: str) -> None:
         if self.run_id is None:
@@ -149,6 +150,8 @@ class _ChildReport:
             self.failed.append(failed.group(1))
         if line.strip():
             self.last_line = line.strip()
+            if not (self.first_problem or self.run_id or line.startswith("warning")):
+                self.first_problem = line.strip()
 
     def result(self, ended: TaskResult) -> TaskResult:
         if ended.ok:
@@ -156,6 +159,9 @@ class _ChildReport:
         if self.outcome:
             failed = f"; failed: {', '.join(self.failed)}" if self.failed else ""
             return TaskResult(False, ended.exit_code, f"nested {self.outcome}{failed}")
-        # It stopped before running anything: its last line is the error.
+        # It stopped before running anything: its last line is the error, or says how
+        # many problems its files have, and the first of them says what is wrong.
         why = self.last_line.removeprefix("Error: ")
+        if self.first_problem and self.first_problem != self.last_line:
+            why = f"{self.first_problem} ({why})"
         return TaskResult(False, ended.exit_code, f"nested flow: {why}" if why else ended.message)
