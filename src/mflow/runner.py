@@ -119,10 +119,22 @@ def prepare_resume(
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"no run {run_id} to resume; `mflow runs` lists the runs")
+    recorded = []  # the run's own files, where it found them
     if config is None and run["config_path"]:
         config = Path(run["config_path"])
+        recorded.append(("config file", config, "--config"))
     if taskfile is None:
         taskfile = Path(run["flow_path"])
+        recorded.append(("task file", taskfile, "--taskfile"))
+    gone = [(what, path, option) for what, path, option in recorded if not path.exists()]
+    if gone:
+        raise UsageError(
+            "; ".join(
+                f"run {run_id}'s {what} {path} is not there any more" for what, path, _ in gone
+            )
+            + " (moved?); give "
+            + " and ".join(f"{option} where it is now" for _, _, option in gone)
+        )
     inputs = load_inputs(
         config or Path("config.json"),
         config is not None,
