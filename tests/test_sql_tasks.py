@@ -70,8 +70,8 @@ def test_a_task_commits_and_another_connection_sees_it(project: Project, databas
             },
         ]
     )
-    (project.root / "load.sql").write_text(
-        "-- two rows\ninsert into sales_ok values (1, 'a;b');\n"
+    (project.root / "load.sql").write_text(  # saved by a Windows editor: a BOM first
+        "\ufeffinsert into sales_ok values (1, 'a;b');\n-- one more\n"
         "insert into sales_ok values (2, '50%');\nselect count(*) as n from sales_ok;\n"
     )
     result = project.mflow("run")

@@ -157,7 +157,7 @@ class SqlType(TaskType):
     def _read_script(path: Path, kind: str) -> list[str]:
         from mflow.sqlscript import split_script  # sqlparse only when a script runs
 
-        return split_script(path.read_text(encoding="utf-8"), kind)
+        return split_script(path.read_text(encoding="utf-8-sig"), kind)  # a BOM is no SQL
 
     async def _outcome(
         self,
