@@ -71,6 +71,22 @@ def test_a_nul_character_in_any_task_type_is_a_problem(project: Project, task, k
     assert f"key '{key}'" in stderr
 
 
+def test_a_nul_in_a_datasource_is_a_problem(project: Project):
+    (project.root / "oracle.json").write_text(
+        json.dumps({"connections": [{"name": "dw", "url": "sqlite:///a\u0000b.db"}]})
+    )
+    _invalid(project, [bash("a", "true")], "'url' holds a NUL character")
+
+
+def test_a_folder_where_the_state_database_should_be_says_so(project: Project):
+    (project.log_dir / "mflow.db").mkdir(parents=True)
+    project.write_tasks([bash("a", "touch ran.txt")])
+    result = project.mflow("run")
+    assert_exit(result, 3)
+    assert "mflow.db: it is a folder, not a database file" in result.stderr
+    assert not (project.root / "ran.txt").exists()
+
+
 def test_a_symbolic_link_loop_is_a_problem_not_a_crash(project: Project):
     (project.root / "loop.json").symlink_to("loop.json")
     for command in ("run", "validate", "graph"):
@@ -215,6 +231,8 @@ def test_many_problems_are_all_reported(project: Project):
         ({"log_directory": "logs\u0000x"}, ["key 'log_directory'"]),
         ({"check_new_config_interval": 1e-9}, ["check_new_config_interval"]),
         ({"env": {"K": "${K2}", "K2": "x"}}, ["key 'env.K'", "above it"]),
+        ({"backend": "sqlite://"}, ["key 'backend'", "in-memory SQLite database"]),
+        ({"backend": "sqlite:///:memory:"}, ["key 'backend'", "keeps nothing once mflow ends"]),
     ],
 )
 def test_bad_config_values(project: Project, config, words):

@@ -42,6 +42,9 @@ class ConnectionModel(BaseModel):
 
     @model_validator(mode="after")
     def _one_way_to_connect(self) -> ConnectionModel:
+        for key in ("name", "connection_string", "user", "password", "url"):
+            if "\0" in (getattr(self, key) or ""):
+                raise ValueError(f"'{key}' holds a NUL character, which no connection can take")
         if (self.url is None) == (self.connection_string is None):
             raise ValueError(
                 "give either 'connection_string' (with 'user' and 'password') or 'url'"

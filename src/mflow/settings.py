@@ -64,6 +64,13 @@ class SettingsModel(BaseModel):
             raise ValueError("is empty; leave it out to keep state in <log_directory>/mflow.db")
         if "\0" in value:
             raise ValueError("holds a NUL character")
+        if re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", value.split("?", 1)[0]) or (
+            value.startswith("sqlite") and "mode=memory" in value
+        ):
+            raise ValueError(
+                "is an in-memory SQLite database, which keeps nothing once mflow ends; "
+                "give a file (sqlite:///state.db) or leave it out"
+            )
         if "://" not in value and not re.fullmatch(r"[\w.@-]+", value):
             raise ValueError(
                 f"{value!r} is neither a database URL (such as "

@@ -69,7 +69,8 @@ class SqliteRunWriter:
             if self._schema_version() != SCHEMA_VERSION:
                 self._migrate()
         except sqlite3.Error as exc:
-            raise EnvironmentFault(f"cannot use the state database {path}: {exc}") from None
+            why = "it is a folder, not a database file" if path.is_dir() else str(exc)
+            raise EnvironmentFault(f"cannot use the state database {path}: {why}") from None
 
     def _schema_version(self) -> int | None:
         try:
