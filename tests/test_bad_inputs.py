@@ -277,6 +277,36 @@ def test_output_that_goes_away_does_not_break_the_run(project: Project):
     assert [s["state"] for s in states] == ["SUCCESS", "SUCCESS"]
 
 
+@pytest.fixture
+def small_disk(project: Project):
+    """The project's log folder on a 512 KiB file system of its own (a tmpfs: needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    project.log_dir.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(project.log_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield project.log_dir
+    subprocess.run(["umount", "-l", str(project.log_dir)], check=False)
+
+
+def test_a_full_disk_says_where_the_unrecorded_changes_are(project: Project, small_disk):
+    # the task fills the disk up to the last page of mflow.log: nothing more can be written
+    fill = f"sleep 0.5; cat /dev/zero >> {small_disk}/mflow.log; true"
+    project.write_tasks([bash("fill", fill), bash("after", "echo after", "fill")])
+    result = project.mflow("run", env={"MFLOW_FLOW_CACHE": "off"})
+    assert_exit(result, 3)
+    assert_no_traceback(result)
+    assert "the last state changes of run 1 were not recorded" in result.stderr
+    assert f"nor in {small_disk}/mflow.log: No space left on device" in result.stderr
+    assert "the lines above show them" in result.stderr
+    assert "FAILED          fill" in result.stdout  # and they do
+
+
 def test_an_unwritable_master_log_is_an_environment_fault_with_nothing_recorded(project: Project):
     project.write_tasks([bash("a", "true")])
     project.log_dir.mkdir()

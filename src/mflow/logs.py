@@ -66,6 +66,7 @@ class MasterLog(RunListener):
     def __init__(self, log_directory: Path):
         self.run_id = 0  # set once the run is recorded; the file is opened before, to fail early
         self.path = log_directory / MASTER_LOG
+        self.write_error: str | None = None  # the last write failed so
         try:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -138,6 +139,6 @@ class MasterLog(RunListener):
             try:
                 self._file.writelines(self._lines)
                 self._file.flush()
-            except OSError:
-                pass  # disk full, say: the database still has every state change
+            except OSError as exc:  # disk full, say: the database still has every change
+                self.write_error = exc.strerror or str(exc)
             self._lines.clear()

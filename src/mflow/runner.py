@@ -246,9 +246,13 @@ def execute(
     if bugs:
         raise InternalError("\n".join(bugs))
     if recorder.error is not None:
+        where = (
+            f"they are in {master.path}"
+            if master.write_error is None
+            else f"nor in {master.path}: {master.write_error}; the lines above show them"
+        )
         raise EnvironmentFault(
-            f"{recorder.error}; the last state changes of run {run_id} were "
-            f"not recorded (they are in {master.path})"
+            f"{recorder.error}; the last state changes of run {run_id} were not recorded ({where})"
         )
     return RunResult(run_id, outcome, received[0] if received else None)
 
