@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import Project, assert_exit, assert_no_traceback, bash, problems
+from conftest import Project, assert_exit, assert_no_traceback, bash, problems, wait_for
 from mflow.store.store import StateStore
 
 
@@ -360,8 +360,14 @@ def test_reading_another_users_state_database_leaves_no_files_behind(project: Pr
     folder = sorted(p.name for p in project.log_dir.iterdir())
     store = StateStore(f"sqlite:///{project.db_path}", read_only=True)
     assert [r["state"] for r in store.list_runs()] == ["SUCCESS"]
-    store.close()
     assert sorted(p.name for p in project.log_dir.iterdir()) == folder
+    # a reader that stays (mflow serve) sees a run that started after it opened, live
+    project.write_tasks([bash("a", "touch started; sleep 2"), bash("b", "true")])
+    run = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the run's first task")
+    assert [(r["state"], r["task_count"]) for r in store.list_runs()][0] == ("RUNNING", 2)
+    assert_exit(run.wait(), 0)
+    store.close()
 
 
 def test_reading_while_a_run_writes_sees_its_latest_records(project: Project):

@@ -171,6 +171,20 @@ def test_yarn_cluster_mode_records_the_application_and_kills_it_on_timeout(proje
     ]
 
 
+def test_spark_submit_may_name_the_tasks_variables(project: Project):
+    tools = project.root / "tools"
+    tools.mkdir()
+    (tools / "spark-submit").write_text('#!/bin/sh\necho "$@" > submitted.args\n')
+    (tools / "spark-submit").chmod(0o755)
+    project.write_config(env={"TOOLS": str(tools)}, spark_submit="${TOOLS}/spark-submit")
+    (project.root / "job.py").write_text("")
+    project.write_tasks(
+        [{"id": "job", "type": "spark", "master": "local[1]", "ingestor-file": "job.py"}]
+    )
+    assert_exit(project.mflow("run"), 0)
+    assert (project.root / "submitted.args").read_text().split()[:2] == ["--master", "local[1]"]
+
+
 def test_without_spark_submit_the_task_fails_saying_where_it_looked(project: Project):
     (project.root / "job.py").write_text("")
     project.write_tasks(

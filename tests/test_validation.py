@@ -394,7 +394,9 @@ def test_home_and_variables_in_paths_are_expanded_as_a_shell_would(project: Proj
     assert (home / "logs" / "mflow.db").exists()
     unset = project.mflow("run", env={})
     problem = only_problem(unset)
-    assert "key 'log_directory': ${MFLOW_TEST_LOGS} is not set in the environment" in problem.text
+    assert (
+        "key 'log_directory': ${MFLOW_TEST_LOGS} is set neither in the environment" in problem.text
+    )
 
 
 def test_reading_state_needs_none_of_the_tasks_variables(project: Project) -> None:
@@ -435,6 +437,48 @@ def test_an_unused_datasource_may_name_an_unset_variable(project: Project) -> No
     assert "task 'q': key 'db': datasource 'siper_fisco' cannot be used" in problem.text
     assert "${MFLOW_TEST_SIPER_PW} is not set in the environment" in problem.text
     assert "oracle.json:1:" in problem.text  # where to set it right
+
+
+def test_a_connection_that_is_only_a_variable_may_be_unset_too(project: Project) -> None:
+    _datasources(project, {"name": "pg", "url": "${MFLOW_TEST_PG_URL}"})
+    project.write_tasks([bash("a", "touch ran.txt")])
+    project.run_ok(env={})
+    assert_exit(project.mflow("runs", env={}), 0)
+    query = {"id": "q", "type": "sql", "db": "pg", "command": "select 1"}
+    used = project.mflow("validate", "--taskfile", str(project.write_tasks([query], "q.json")))
+    assert "${MFLOW_TEST_PG_URL} is not set in the environment" in only_problem(used).text
+
+
+def test_the_password_of_a_connection_not_usable_here_is_still_masked(project: Project) -> None:
+    from mflow.datasources import load_datasources
+
+    secret = "Sup3rS3cret-pw"
+    _datasources(
+        project,
+        {"name": "dw", "connection_string": "${MFLOW_TEST_DSN}", "user": "etl", "password": secret},
+        {"name": "wh", "url": f"postgresql://etl:{secret}x@${{MFLOW_TEST_HOST}}/db"},
+    )
+    sources = load_datasources(project.root / "oracle.json", required=True)
+    assert set(sources.unusable) == {"dw", "wh"}
+    assert (
+        sources.mask(f"login etl/{secret} failed; etl:{secret}x@h")
+        == "login etl/*** failed; etl:***@h"
+    )
+
+
+def test_config_env_and_spark_home_in_paths(project: Project) -> None:
+    # ${VAR}s a path names may come from config.json's own env; spark_submit's are only
+    # needed by a spark task
+    project.write_config(
+        env={"BASE": str(project.root / "base")},
+        log_directory="${BASE}/logs",
+        spark_submit="${SPARK_HOME}/bin/spark-submit",
+    )
+    project.write_tasks([bash("a", "true")])
+    project.run_ok(env={})
+    assert (project.root / "base" / "logs" / "mflow.db").exists()
+    assert_exit(project.mflow("runs", env={}), 0)
+    assert_exit(project.mflow("validate", env={}), 0)
 
 
 def test_the_state_datasource_needs_its_variables_for_every_command(project: Project) -> None:

@@ -49,7 +49,7 @@ class ConnectionModel(BaseModel):
             raise ValueError(
                 "give either 'connection_string' (with 'user' and 'password') or 'url'"
             )
-        if self.url is not None and "://" not in self.url:
+        if self.url is not None and "://" not in self.url and "${" not in self.url:
             raise ValueError(
                 "'url' must be a database URL such as postgresql://user:password@host/dbname"
             )
@@ -153,6 +153,9 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
         if model is None or any(str(p.key).lower() == "name" for p in unset):
             problems += unset  # without its name, nothing could say it is unused
             continue
+        for secret in (model.password, _url_password(model.url)):
+            if secret and "${" not in secret:  # as written, and as it appears in a URL
+                secrets += [secret, quote(secret, safe="")]  # (also if it is not usable)
         if model.name in by_name or model.name in unusable:
             problems.append(
                 doc.problem(
@@ -172,9 +175,6 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
             problems.append(doc.problem(*where, "url", key="url", message=problem))
             continue
         by_name[model.name] = source
-        for secret in (model.password, _url_password(model.url)):
-            if secret:  # as written, and as it appears inside a URL
-                secrets += [secret, quote(secret, safe="")]
     if problems:
         raise InvalidFilesError(problems, warnings)
     return Datasources(
@@ -204,8 +204,11 @@ def _datasource(model: ConnectionModel, folder: Path) -> Datasource:
 
 
 def sqlite_relative_to(url: str, folder: Path) -> str:
-    """A SQLite URL with a relative path means relative to the folder of the file naming it."""
+    """A SQLite URL with a relative path means relative to the folder of the file naming it;
+    one starting with `~` is in the home folder, as a shell would say."""
     prefix = "sqlite:///"
+    if url.startswith(prefix + "~"):
+        url = prefix + os.path.expanduser(url[len(prefix) :])
     if not url.startswith(prefix) or url[len(prefix) :].startswith(("/", ":")):
         return url
     return prefix + str(folder / url[len(prefix) :])

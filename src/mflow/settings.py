@@ -122,42 +122,47 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
             )
             continue
         env[name] = variables[name] = expand(value, variables)
-    expanded = _expanded_paths(doc, model, problems) if model is not None else {}
+    expanded = _expanded_paths(doc, model, _known_env(model), problems) if model else {}
     if problems or model is None:
         raise InvalidFilesError(problems, warnings)
     path = path.resolve()  # mflow changes directory before it re-reads this file
-    backend = expanded.get("backend", model.backend)
-    expanded["backend"] = backend and sqlite_relative_to(backend, path.parent)
+    expanded["backend"] = model.backend and sqlite_relative_to(model.backend, path.parent)
     changed = {key: value for key, value in expanded.items() if value != getattr(model, key)}
     if changed:
         model = model.model_copy(update=changed)
     return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
 
 
-def _expanded_paths(doc: Document, model: SettingsModel, problems: list[Problem]) -> dict[str, str]:
-    """`~` and ${VAR} in the paths, as a shell would expand them (left as written, they
-    made folders named `~` or `${HOME}`). In `backend`, only the `~` of a SQLite file: a
-    database URL's ${VAR} would be a password, kept out of the warm start's cache."""
-    expanded = {}
-    for key in ("log_directory", "spark_submit", "backend"):
-        value = getattr(model, key)
-        if value is None:
-            continue
-        if key == "backend":
-            prefix = "sqlite:///"
-            if value.startswith(prefix + "~"):
-                expanded[key] = prefix + os.path.expanduser(value[len(prefix) :])
-            continue
-        missing = unset_names(value, os.environ)
-        if missing:
-            problems.append(
-                doc.problem(
-                    key, key=key, message=f"${{{missing[0]}}} is not set in the environment"
-                )
+def _known_env(model: SettingsModel) -> dict[str, str]:
+    """This file's env as far as it can be expanded (a path may use it; the commands that
+    only read state do not check the rest)."""
+    known, variables = {}, dict(os.environ)
+    for name, value in model.env.items():
+        if not unset_names(value, variables):
+            known[name] = variables[name] = expand(value, variables)
+    return known
+
+
+def _expanded_paths(
+    doc: Document, model: SettingsModel, env: dict[str, str], problems: list[Problem]
+) -> dict[str, str]:
+    """`~` and ${VAR} (from the environment or this file's env) in log_directory, as a
+    shell would expand them: left as written, they made folders named `~` or `${HOME}`.
+    (spark_submit is expanded with the task's environment when a spark task runs; `~` in
+    a SQLite URL by sqlite_relative_to.)"""
+    value = model.log_directory
+    variables = {**os.environ, **env}
+    missing = unset_names(value, variables)
+    if missing:
+        problems.append(
+            doc.problem(
+                "log_directory",
+                key="log_directory",
+                message=f"${{{missing[0]}}} is set neither in the environment nor in env",
             )
-            continue
-        expanded[key] = os.path.expanduser(expand(value, os.environ))
-    return expanded
+        )
+        return {}
+    return {"log_directory": os.path.expanduser(expand(value, variables))}
 
 
 __all__ = ["Settings", "SettingsModel", "SettingsWatcher", "load_settings"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -462,10 +463,17 @@ def _make_engine(
         # owned by this user, and the owner's next run could not write them; and in a folder
         # this user may not write, it could not open the database at all. With no writer
         # (no -wal file), the database file alone is the whole state: read it as immutable.
-        writing = os.path.exists(f"{parsed.database}-wal")
-        how = "mode=ro" if writing else "immutable=1"
-        path = quote(parsed.database or "", safe="/")  # a URI: '?', '#', '%' in a name
-        return create_engine(f"sqlite:///file:{path}?{how}&uri=true", poolclass=NullPool)
+        # Decided at each connection (one per read): a server open for days sees the runs
+        # that start and end meanwhile.
+        database = parsed.database or ""
+        path = quote(database, safe="/")  # a URI: '?', '#', '%' in a name
+
+        def connect() -> sqlite3.Connection:
+            writing = os.path.exists(f"{database}-wal")
+            how = "mode=ro" if writing else "immutable=1"
+            return sqlite3.connect(f"file:{path}?{how}", uri=True, check_same_thread=False)
+
+        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # NullPool: a connection per use is cheap in SQLite and never outlives a fork.

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from mflow.envvars import expand, unset_names
 from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType, empty_list
 
 _MASTER = re.compile(r"local(\[(\d+|\*)(,\s*\d+)?\])?|yarn|(spark|k8s|mesos)://\S+")
@@ -230,6 +231,8 @@ class SparkType(TaskType):
         settings = self.setup.settings
         configured = settings.model.spark_submit if settings else None
         if configured:
+            if not unset_names(configured, env):  # ${SPARK_HOME}/bin/spark-submit, say
+                configured = expand(configured, env)
             path = Path(os.path.expanduser(configured))
             if "/" in configured and not path.is_absolute() and settings and settings.source:
                 path = settings.source.parent / path
