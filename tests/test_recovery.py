@@ -14,7 +14,6 @@ import pytest
 
 from conftest import Project, assert_exit, bash, pids_with_arg, unique_token, wait_for
 from mflow.errors import UsageError
-from mflow.store.rows import TaskRow
 
 
 def _attempts(project: Project, run_id: int, task_id: str) -> list[dict]:
@@ -331,23 +330,41 @@ def test_a_run_is_resumed_once_at_a_time_and_once_done_is_left_alone(project: Pr
     assert (project.root / "ran.txt").read_text() == "ran\nran\n"
 
 
-def test_of_two_resumes_started_together_the_later_gives_way(project: Project):
-    from mflow.logs import MasterLog
-    from mflow.runner import _one_resume_at_a_time
-    from mflow.store.sqlite_writer import SqliteRunWriter
+def test_of_two_resumes_planned_together_the_later_gives_way(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+):
+    """Both plans were made before either resume was recorded (a double click): the one
+    recorded second runs nothing, leaves no run behind, and a later resume has nothing to do,
+    also when the first one has already ended."""
+    from mflow.runner import execute, prepare_resume
 
-    project.write_tasks([bash("a", "exit 1")])
+    project.write_tasks([bash("a", "test -e fixed && echo ran >> ran.txt")])
     assert_exit(project.mflow("run"), 1)
-    writer = SqliteRunWriter(project.db_path)
-    rows = [TaskRow("a", "bash")]
-    # both passed the plan's check before either was recorded
-    earlier = writer.create_run(project.root / "tasks.json", None, rows, resumed_from=1)
-    later = writer.create_run(project.root / "tasks.json", None, rows, resumed_from=1)
-    _one_resume_at_a_time(writer, MasterLog(project.log_dir), earlier, 1)  # goes on
-    with pytest.raises(UsageError, match=f"run 1 is being resumed by run {earlier}"):
-        _one_resume_at_a_time(writer, MasterLog(project.log_dir), later, 1)
-    states = {r["run_id"]: r["state"] for r in project.db("SELECT run_id, state FROM mf_runs")}
-    assert states == {1: "FAILED", earlier: "RUNNING", later: "CANCELLED"}
+    (project.root / "fixed").touch()
+    monkeypatch.chdir(project.root)  # execute() moves to the flow's folder
+    config = project.root / "config.json"
+    first = prepare_resume(1, config, None, None, force=False)
+    second = prepare_resume(1, config, None, None, force=False)
+    assert first[1].resumes_seen == second[1].resumes_seen == 0
+
+    def resume(inputs, plan):
+        return execute(
+            inputs,
+            selected=plan.task_ids,
+            skipped=plan.skipped,
+            resumed_from=1,
+            resume_after=plan.resumes_seen,
+            live=False,
+        )
+
+    assert resume(*first).outcome.state == "SUCCESS"
+    with pytest.raises(UsageError, match="run 1 is resumed by run 2, started a moment before"):
+        resume(*second)
+    assert [r["run_id"] for r in project.db("SELECT run_id FROM mf_runs")] == [1, 2]
+    assert (project.root / "ran.txt").read_text() == "ran\n"  # once
+    again = project.mflow("resume", "1")
+    assert_exit(again, 0)
+    assert "nothing to resume" in again.stdout
 
 
 def test_resume_refuses_when_the_task_file_changed_unless_forced(project: Project):

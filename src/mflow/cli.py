@@ -250,6 +250,7 @@ def _resume(
         selected=plan.task_ids,
         skipped=plan.skipped,
         resumed_from=run_id,
+        resume_after=plan.resumes_seen,
         scope=plan.scope,
         force=force,
     )

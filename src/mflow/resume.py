@@ -23,6 +23,7 @@ class ResumePlan:
     skipped: dict[str, str]  # those that already succeeded, with where they did
     notes: list[str] = field(default_factory=list)
     scope: str | None = None  # the resumed run's, if it was a partial run
+    resumes_seen: int = 0  # the newest run that resumed it when this plan was made
 
 
 def plan_resume(
@@ -89,7 +90,8 @@ def plan_resume(
             skipped[task_id] = f"succeeded in run {run_id}"
         elif row["state"] == TaskState.SKIPPED:
             skipped[task_id] = row["message"] or f"succeeded before run {run_id}"
-    return ResumePlan(run_id, task_ids, skipped, notes, run.get("scope"))
+    seen = max((r["run_id"] for r in resumers), default=0)
+    return ResumePlan(run_id, task_ids, skipped, notes, run.get("scope"), seen)
 
 
 def _resumed_before(run_id: int, resumers: Sequence[dict[str, Any]], force: bool) -> list[str]:

@@ -26,7 +26,7 @@ from mflow.logs import MasterLog
 from mflow.nesting import ParentLink
 from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
 from mflow.reaper import TOKEN_VARIABLE, ReaperLink
-from mflow.resume import ResumePlan, plan_resume
+from mflow.resume import NothingToResume, ResumePlan, plan_resume
 from mflow.statedb import Backend, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
@@ -177,6 +177,7 @@ def execute(
     skipped: Mapping[str, str] | None = None,
     scope: str | None = None,
     resumed_from: int | None = None,
+    resume_after: int = 0,
     force: bool = False,
     parent: ParentLink | None = None,
     live: bool | None = None,
@@ -198,7 +199,7 @@ def execute(
         **(parent.run_columns() if parent else {}),
     )
     if resumed_from is not None:
-        _one_resume_at_a_time(store, master, run_id, resumed_from)
+        _one_resume_at_a_time(store, run_id, resumed_from, resume_after)
     master.set_aside_older_logs()
     out = Terminal(sys.stdout)
     if live is None:
@@ -276,19 +277,19 @@ def _require_text_paths(*paths: Path | None) -> None:
             ) from None
 
 
-def _one_resume_at_a_time(
-    store: RunWriter, master: MasterLog, run_id: int, resumed_from: int
-) -> None:
+def _one_resume_at_a_time(store: RunWriter, run_id: int, resumed_from: int, after: int) -> None:
     """Two resumes of one run started at the same moment (a double click) both passed the
-    check of the plan: the later one gives way, before it runs anything."""
-    earlier = store.earlier_resumer(resumed_from, run_id)
+    check of the plan, which saw the resumes up to run `after`: the later one gives way
+    before it runs anything, and leaves no run behind (a later resume would count it)."""
+    earlier = store.earlier_resumer(resumed_from, after, run_id)
     if earlier is None:
         return
-    message = f"run {resumed_from} is being resumed by run {earlier}, started a moment before"
-    store.write_batch(run_id, [], [], [], (RunState.CANCELLED, message))
-    master.write(f"ended {RunState.CANCELLED}: {message}")
+    store.forget_run(run_id)
     store.close()
-    raise UsageError(f"{message}; nothing was run (mflow status {earlier})")
+    raise UsageError(
+        f"run {resumed_from} is resumed by run {earlier}, started a moment before; "
+        f"nothing was run (mflow status {earlier})"
+    )
 
 
 def _require_recordable_paths(flow: Path, config: Path | None, log_directory: Path) -> None:
@@ -374,9 +375,13 @@ def run_nested(
             f"run {run_id} of this nested flow is still running "
             f"(pid {previous['pid']} on {previous['host']}); stop it first"
         )
-    inputs, plan = prepare_resume(
-        run_id, config, taskfile, datasources, force=link.force, backend=link.backend
-    )
+    try:
+        inputs, plan = prepare_resume(
+            run_id, config, taskfile, datasources, force=link.force, backend=link.backend
+        )
+    except NothingToResume as done:
+        print(done)
+        return None
     warn(inputs.warnings)
     if all(task_id in plan.skipped for task_id in plan.task_ids):
         print(f"run {run_id}: every task of the nested flow succeeded; nothing left to run")
@@ -386,6 +391,7 @@ def run_nested(
         selected=plan.task_ids,
         skipped=plan.skipped,
         resumed_from=run_id,
+        resume_after=plan.resumes_seen,
         scope=plan.scope,
         force=link.force,
         parent=link,

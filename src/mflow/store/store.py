@@ -312,18 +312,24 @@ class StateStore:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     @_reporting_db_errors
-    def earlier_resumer(self, resumed_from: int, run_id: int) -> int | None:
-        """Another run, created before `run_id`, that resumes `resumed_from` now."""
+    def earlier_resumer(self, resumed_from: int, after: int, run_id: int) -> int | None:
+        """A run between `after` and `run_id` (ids) that resumes `resumed_from` too."""
         query = (
             select(t.runs.c.run_id)
             .where(t.runs.c.resumed_from == resumed_from)
-            .where(t.runs.c.run_id < run_id)
-            .where(t.runs.c.state == RunState.RUNNING)
+            .where(t.runs.c.run_id > after, t.runs.c.run_id < run_id)
             .order_by(t.runs.c.run_id)
             .limit(1)
         )
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
+
+    @_reporting_db_errors
+    def forget_run(self, run_id: int) -> None:
+        """Remove a run that ran nothing (its tasks' rows too)."""
+        with self.engine.begin() as conn:
+            conn.execute(t.tasks.delete().where(t.tasks.c.run_id == run_id))
+            conn.execute(t.runs.delete().where(t.runs.c.run_id == run_id))
 
     @_reporting_db_errors
     def task_rows(self, run_id: int) -> list[dict[str, Any]]:
