@@ -81,10 +81,30 @@ def test_a_nul_in_a_datasource_is_a_problem(project: Project):
 def test_a_folder_where_the_state_database_should_be_says_so(project: Project):
     (project.log_dir / "mflow.db").mkdir(parents=True)
     project.write_tasks([bash("a", "touch ran.txt")])
-    result = project.mflow("run")
-    assert_exit(result, 3)
-    assert "mflow.db: it is a folder, not a database file" in result.stderr
+    for args in (["run"], ["runs"], ["status", "1"]):
+        result = project.mflow(*args)
+        assert_exit(result, 3)
+        assert "mflow.db: it is a folder, not a database file" in result.stderr
     assert not (project.root / "ran.txt").exists()
+
+
+def test_an_in_memory_state_datasource_is_refused(project: Project):
+    (project.root / "oracle.json").write_text(
+        json.dumps({"connections": [{"name": "mflow", "url": "sqlite://"}]})
+    )
+    _invalid(project, [bash("a", "true")], "datasource 'mflow' is an in-memory SQLite database")
+
+
+def test_a_key_given_twice_after_a_nan_is_still_named(project: Project):
+    text = '{"tasks": [{"id": "a", "type": "bash", "command": "x", "timeout": NaN, '
+    text += '"retries": 1, "retries": 2}]}'
+    _invalid(project, text, "key 'retries': given twice")
+
+
+def test_a_utf16_task_file_gets_utf16_advice(project: Project):
+    body = json.dumps({"tasks": [bash("a", "true")]})
+    (project.root / "tasks.json").write_bytes(body.encode("utf-16"))
+    _invalid(project, None, "task file is UTF-16", "iconv -f utf-16 -t utf-8")
 
 
 def test_a_symbolic_link_loop_is_a_problem_not_a_crash(project: Project):
@@ -302,8 +322,8 @@ def test_a_full_disk_says_where_the_unrecorded_changes_are(project: Project, sma
     assert_exit(result, 3)
     assert_no_traceback(result)
     assert "the last state changes of run 1 were not recorded" in result.stderr
-    assert f"nor in {small_disk}/mflow.log: No space left on device" in result.stderr
-    assert "the lines above show them" in result.stderr
+    assert f"{small_disk}/mflow.log missed lines too: No space left on device" in result.stderr
+    assert "the lines above show every change" in result.stderr
     assert "FAILED          fill" in result.stdout  # and they do
 
 

@@ -340,6 +340,11 @@ def test_config_env_with_unset_variable(project: Project) -> None:
     assert project.nothing_recorded()
 
 
+@pytest.mark.parametrize("other", ["load.attempt1", "load.attempt02", "load.attempts2"])
+def test_ids_like_a_retry_log_that_no_retry_writes_are_fine(project: Project, other: str):
+    assert_exit(validate(project, [bash("load", "true"), bash(other, "true")]), 0)
+
+
 @pytest.mark.parametrize(
     ("ids", "words"),
     [

@@ -99,6 +99,14 @@ def load_document(path: Path, what: str) -> Document:
 
 def _not_utf8(path: Path, display: str, what: str, exc: UnicodeDecodeError) -> Problem:
     """Where the first byte that is not UTF-8 is, and how to convert the file."""
+    if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark
+        return Problem(
+            display,
+            message=(
+                f"{what} is UTF-16; save it as UTF-8, e.g. iconv -f utf-16 -t utf-8 "
+                f"{path.name} > {path.stem}.utf8{path.suffix}"
+            ),
+        )
     before = exc.object[: exc.start]
     line = before.count(b"\n") + 1
     column = exc.start - (before.rfind(b"\n") + 1) + 1
@@ -117,15 +125,16 @@ def _not_utf8(path: Path, display: str, what: str, exc: UnicodeDecodeError) -> P
 def _parse_json(text: str, display: str) -> Any:
     """json.loads, but a key given twice in one object is a problem: Python, like the
     original's Go, would silently keep the last (a second "tasks" key dropped every task)."""
-    duplicated = False
+    duplicated: list[str] = []
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal duplicated
         mapping = dict(pairs)
-        duplicated = duplicated or len(mapping) != len(pairs)
+        if len(mapping) != len(pairs):
+            keys = [key for key, _ in pairs]
+            duplicated.extend(key for key in mapping if keys.count(key) > 1)
         return mapping
 
-    data = json.loads(text, object_pairs_hook=unique)  # no slower than building dicts
+    data = json.loads(text, object_pairs_hook=unique)
     if duplicated:
         found: list[tuple[int, str]] = []
         try:
@@ -134,7 +143,13 @@ def _parse_json(text: str, display: str) -> Any:
             pass
         line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
         problems = []
-        for offset, key in found or [(0, "?")]:
+        # Where the walk could not go (NaN before it, say), the key is named without a place
+        for offset, key in found or [(-1, key) for key in dict.fromkeys(duplicated)]:
+            if offset < 0:
+                problems.append(
+                    Problem(display, key=key, message="given twice in one object; keep one")
+                )
+                continue
             line = bisect.bisect_right(line_starts, offset)
             problems.append(
                 Problem(

@@ -20,10 +20,9 @@ from mflow.modelcheck import check_model, env_of, key_in_any_case, lower_case_ke
 from mflow.tasktypes.base import TaskSpec
 from mflow.tasktypes.registry import TaskTypes, TypeLoadError
 
-MAX_ID_LENGTH = 200
-_RETRY_LOG = re.compile(
-    r"(.+)\.attempt([0-9]+)"
-)  # logs.task_log_path of a retry  # a log file name holds it, and so does a VARCHAR(255) column
+MAX_ID_LENGTH = 200  # a log file name holds it, and so does a VARCHAR(255) column
+# logs.task_log_path of a retry: attempts 2, 3, ... (the first has no suffix)
+_RETRY_LOG = re.compile(r"(.+)\.attempt([2-9]|[1-9][0-9]+)")
 
 
 class _Checker:

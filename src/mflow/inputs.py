@@ -19,7 +19,7 @@ from mflow.errors import InvalidFilesError, Problem
 from mflow.flow import load_flow
 from mflow.modelcheck import env_of, suggest
 from mflow.reaper import TOKEN_VARIABLE
-from mflow.settings import load_settings
+from mflow.settings import in_memory_sqlite, load_settings
 from mflow.statedb import (  # re-exported: the commands open the store through here
     Backend,
     NoStateDatabase,
@@ -113,8 +113,14 @@ def _ids_mysql_takes_for_one(flow: Flow, backend: Backend) -> list[Problem]:
 
 
 def _as_mysql_compares(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.rstrip(" "))
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    """Close to MySQL's and MariaDB's default collations (general_ci, 0900_ai_ci): case,
+    accents and trailing spaces ignored. Only close: the cure would be a binary collation
+    for the id columns, a schema change of its own."""
+    text = text.rstrip(" ")
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
 
 
 def _variables_of_a_broken_config(config: Path) -> dict[str, str] | None:
@@ -172,6 +178,20 @@ def resolve_backend(settings: Settings, datasources: Datasources) -> Backend:
                     message=(
                         f"no datasource '{name}'{suggest(name, datasources.by_name)} "
                         f"(datasources: {known}); give a database URL or a datasource's name"
+                    ),
+                )
+            ]
+        )
+    if source.kind == "sqlite" and in_memory_sqlite(source.url):
+        where = settings.source or Path("config.json")
+        raise InvalidFilesError(
+            [
+                Problem(
+                    str(where),
+                    key="backend",
+                    message=(
+                        f"datasource '{name}' is an in-memory SQLite database, which keeps "
+                        "nothing once mflow ends; give one with a file"
                     ),
                 )
             ]

@@ -66,7 +66,7 @@ class MasterLog(RunListener):
     def __init__(self, log_directory: Path):
         self.run_id = 0  # set once the run is recorded; the file is opened before, to fail early
         self.path = log_directory / MASTER_LOG
-        self.write_error: str | None = None  # the last write failed so
+        self.write_error: str | None = None  # a write failed so: some lines are missing
         try:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -140,5 +140,5 @@ class MasterLog(RunListener):
                 self._file.writelines(self._lines)
                 self._file.flush()
             except OSError as exc:  # disk full, say: the database still has every change
-                self.write_error = exc.strerror or str(exc)
+                self.write_error = exc.strerror or str(exc)  # some lines are missing
             self._lines.clear()

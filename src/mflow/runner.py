@@ -250,7 +250,8 @@ def execute(
         where = (
             f"they are in {master.path}"
             if master.write_error is None
-            else f"nor in {master.path}: {master.write_error}; the lines above show them"
+            else f"{master.path} missed lines too: {master.write_error}"
+            + ("" if live else "; the lines above show every change")
         )
         raise EnvironmentFault(
             f"{recorder.error}; the last state changes of run {run_id} were not recorded ({where})"

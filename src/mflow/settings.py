@@ -64,9 +64,7 @@ class SettingsModel(BaseModel):
             raise ValueError("is empty; leave it out to keep state in <log_directory>/mflow.db")
         if "\0" in value:
             raise ValueError("holds a NUL character")
-        if re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", value.split("?", 1)[0]) or (
-            value.startswith("sqlite") and "mode=memory" in value
-        ):
+        if in_memory_sqlite(value):
             raise ValueError(
                 "is an in-memory SQLite database, which keeps nothing once mflow ends; "
                 "give a file (sqlite:///state.db) or leave it out"
@@ -77,6 +75,13 @@ class SettingsModel(BaseModel):
                 "postgresql://user:password@host/dbname) nor a datasource's name"
             )
         return value
+
+
+def in_memory_sqlite(url: str) -> bool:
+    """sqlite://, sqlite:///:memory: or a URI with mode=memory: state that vanishes."""
+    return bool(re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", url.split("?", 1)[0])) or (
+        url.startswith("sqlite") and "mode=memory" in url
+    )
 
 
 def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Settings:

@@ -80,9 +80,13 @@ class StateStore:
                 "'mflow[mysql]'; Oracle's comes with mflow)"
             ) from None
         except (SQLAlchemyError, OSError) as exc:
-            raise EnvironmentFault(
-                f"cannot use the state database {self.display}: {_reason(exc)}"
-            ) from None
+            database = make_url(url).database if url.startswith("sqlite") else None
+            why = (
+                "it is a folder, not a database file"
+                if database and Path(database).is_dir()
+                else _reason(exc)
+            )
+            raise EnvironmentFault(f"cannot use the state database {self.display}: {why}") from None
 
     def close(self) -> None:
         self.engine.dispose()
