@@ -220,6 +220,52 @@ def test_a_live_log_is_followed_until_the_attempt_ends(project: Project):
     assert_exit(bg.wait(), 0)
 
 
+def test_a_followed_log_masks_a_password_written_in_two_pieces(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+):
+    secret = "S3cretPassw0rd"
+    (project.root / "oracle.json").write_text(
+        json.dumps({"connections": [{"name": "dw", "url": f"postgresql://u:{secret}@h/db"}]})
+    )
+    # block-buffered programs cut their output anywhere: here inside the password, and
+    # inside a UTF-8 character
+    script = (
+        "printf 'conn=S3cret'; while [ ! -e go ]; do sleep 0.05; done; "
+        "printf 'Passw0rd a\\303'; sleep 0.3; printf '\\261o\\n'"
+    )
+    project.write_tasks([bash("leak", script)])
+    bg = project.start("run")
+    wait_for(lambda: project.task_log(1, "leak").exists(), what="the first piece")
+    wait_for(
+        lambda: project.db_when_ready("SELECT 1 FROM mf_attempts WHERE state = 'RUNNING'"),
+        what="the attempt recorded",
+    )
+    monkeypatch.chdir(project.root)  # the server finds ./oracle.json as mflow does
+    client = client_for(project)
+    texts = []
+    with client.stream("GET", "/api/runs/1/tasks/leak/attempts/1/log/follow") as answer:
+        (project.root / "go").touch()
+        for event, data in _events(answer.iter_lines()):
+            if event == "log":
+                texts.append(data["text"])
+            elif event == "end":
+                break
+    assert "".join(texts) == "conn=*** año\n"
+    assert all("Passw0rd" not in text and "S3cret" not in text for text in texts)
+    assert_exit(bg.wait(), 0)
+
+
+def test_the_tail_of_a_log_of_long_lines_keeps_its_end(project: Project):
+    lines = "for i in $(seq 300); do head -c 50000 /dev/zero | tr '\\0' x; echo; done"
+    project.write_tasks([bash("long", f"{lines}; echo 'FATAL: the real error is here'")])
+    assert_exit(project.mflow("run"), 0)
+    answer = client_for(project).get("/api/runs/1/tasks/long/attempts/1/log?tail=200")
+    assert answer.status_code == 200
+    assert answer.text.endswith("FATAL: the real error is here\n")
+    assert answer.text.startswith("x")  # whole lines: it starts where one does
+    assert len(answer.text) <= 4 << 20
+
+
 def test_run_events_follow_the_states_until_the_end(project: Project):
     project.write_tasks(
         [bash("gate", "while [ ! -e go ]; do sleep 0.05; done"), bash("next", "true", "gate")]

@@ -88,6 +88,21 @@ def test_a_folder_where_the_state_database_should_be_says_so(project: Project):
     assert not (project.root / "ran.txt").exists()
 
 
+def test_a_log_folder_shared_by_two_state_databases_is_refused(project: Project):
+    # run ids count per database and name the logs: run 1 of each would share one log file
+    project.write_tasks([bash("extract", "echo from A")], name="a.json")
+    project.write_tasks([bash("extract", "echo from B")], name="b.json")
+    project.write_config(name="ca.json", backend="sqlite:///a.db")
+    project.write_config(name="cb.json", backend="sqlite:///b.db")
+    assert_exit(project.mflow("run", "--config", "ca.json", "--taskfile", "a.json"), 0)
+    other = project.mflow("run", "--config", "cb.json", "--taskfile", "b.json")
+    assert_exit(other, 3)
+    assert "holds the task logs of the state database" in other.stderr
+    assert "Give this config.json a log_directory of its own" in other.stderr
+    shown = project.mflow("logs", "1", "extract", "--config", "ca.json")
+    assert shown.stdout == "from A\n"
+
+
 def test_an_in_memory_state_datasource_is_refused(project: Project):
     (project.root / "oracle.json").write_text(
         json.dumps({"connections": [{"name": "mflow", "url": "sqlite://"}]})

@@ -27,7 +27,7 @@ from mflow.nesting import ParentLink
 from mflow.progress import LiveReporter, PlainReporter, Terminal, summary
 from mflow.reaper import TOKEN_VARIABLE, ReaperLink
 from mflow.resume import NothingToResume, ResumePlan, plan_resume
-from mflow.statedb import Backend, open_run_writer
+from mflow.statedb import Backend, claim_log_directory, open_run_writer
 from mflow.states import RunState
 from mflow.store.recorder import Recorder
 from mflow.store.rows import LOG_NAME_ROOM, PATH_CHARS, SCOPE_CHARS, TaskRow, fitted
@@ -189,6 +189,7 @@ def execute(
     task_ids = [t for t in flow.tasks if selected is None or t in selected]
     assert inputs.backend is not None
     store = open_run_writer(inputs.settings, inputs.backend)
+    claim_log_directory(inputs.settings.log_directory, inputs.backend)
     master = MasterLog(inputs.settings.log_directory)  # before the run row: fail early
     run_id = master.run_id = store.create_run(
         flow.path,

@@ -75,6 +75,40 @@ def open_run_writer(settings: Settings, backend: Backend) -> SqliteRunWriter | S
     return SqliteRunWriter(path)
 
 
+LOG_OWNER_FILE = ".mflow-state"
+
+
+def claim_log_directory(folder: Path, backend: Backend) -> None:
+    """Run ids count per state database, and task logs are named by run id: a log folder
+    shared by two databases would hand one run's logs to the other's run of the same id
+    (and set them aside as stale). The first run writes in the folder which database its
+    logs belong to; a run recording elsewhere is refused there."""
+    from mflow.store.store import safe_url
+
+    dsn = backend.connect_args.get("dsn")
+    sqlite = backend.sqlite_path
+    owner = str(sqlite.absolute()) if sqlite else safe_url(backend.url) + (f" {dsn}" if dsn else "")
+    marker = folder / LOG_OWNER_FILE
+    try:
+        recorded = marker.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        try:
+            marker.write_text(owner + "\n", encoding="utf-8")
+        except OSError:
+            pass  # a folder that takes no file fails the run with a better message later
+        return
+    except (OSError, ValueError):
+        return
+    if recorded and recorded != owner:
+        raise EnvironmentFault(
+            f"log_directory {folder} holds the task logs of the state database {recorded}, "
+            f"and this run records in {owner}: run ids count per database, so the logs of "
+            "two runs would get mixed up; nothing was run. Give this config.json a "
+            f"log_directory of its own (or, if that folder's older logs no longer matter, "
+            f"delete {marker})"
+        )
+
+
 def prepare_log_directory(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)

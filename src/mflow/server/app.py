@@ -24,7 +24,15 @@ from mflow import __version__
 from mflow.errors import EnvironmentFault
 from mflow.server import models
 from mflow.server.actions import Actions, Refused
-from mflow.server.reads import AttemptLog, NotFound, Reads, attempt_over, read_log
+from mflow.server.reads import (
+    HELD_BACK,
+    AttemptLog,
+    NotFound,
+    Reads,
+    attempt_over,
+    read_log,
+    whole_lines,
+)
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 FOLLOW_POLL_S = 0.25  # how often a followed log or a watched run is looked at
@@ -228,9 +236,15 @@ def create_app(
             chunk = await asyncio.to_thread(
                 read_log, found.path, found.state, position, None, None, found.started_at
             )
-            if chunk.data:
-                text = reads.mask(chunk.data.decode("utf-8", "replace"))
-                position = chunk.offset + len(chunk.data)
+            data = chunk.data
+            if data and not attempt_over(found.state) and not data.endswith(b"\n"):
+                # A line still being written waits for its end (a long one, for more of
+                # it): masking and decoding need it whole
+                cut = data.rfind(b"\n") + 1
+                data = data[: cut or (whole_lines(data) if len(data) >= 2 * HELD_BACK else 0)]
+            if data:
+                text = reads.mask(data.decode("utf-8", "replace"))
+                position = chunk.offset + len(data)
                 yield ServerSentEvent(
                     data={"offset": chunk.offset, "next_offset": position, "text": text},
                     event="log",

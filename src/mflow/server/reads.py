@@ -225,6 +225,8 @@ def read_log(
             size = found.st_size
             if tail is not None:
                 start = _tail_start(log, size, tail)
+                if size - start > MAX_LOG_READ:  # lines too long for one answer: the end
+                    start = _line_after(log, size - MAX_LOG_READ, size)
             else:
                 start = min(offset or 0, size)
             log.seek(start)
@@ -232,7 +234,33 @@ def read_log(
             data = log.read(want)
     except FileNotFoundError:
         return LogChunk(b"", 0, 0, state)
+    if start + len(data) < size and length is None:  # cut by the cap, not by the asker
+        data = data[: whole_lines(data)]
     return LogChunk(data, start, size, state)
+
+
+HELD_BACK = 256  # bytes kept for the next read when a line is too long: a secret's length
+
+
+def whole_lines(data: bytes) -> int:
+    """How much of `data` to send when more follows: up to its last line break, so that
+    no password is cut in two (a cut one would not be masked) and no UTF-8 character is;
+    within a line longer than that, all but the last HELD_BACK bytes."""
+    cut = data.rfind(b"\n") + 1
+    if cut:
+        return cut
+    cut = max(len(data) - HELD_BACK, 0)
+    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # inside a UTF-8 character
+        cut -= 1
+    return cut
+
+
+def _line_after(log: Any, position: int, size: int) -> int:
+    """The first line that starts at or after `position` (or `position`, in one long line)."""
+    log.seek(position)
+    ahead = log.read(min(size - position, 65536))
+    found = ahead.find(b"\n")
+    return position + found + 1 if found >= 0 else position
 
 
 def _tail_start(log: Any, size: int, lines: int) -> int:
