@@ -332,7 +332,9 @@ def test_cancel_resume_and_retry_with_the_token(project: Project):
     assert (project.root / "first.count").read_text() == "once\n"
     twice = client.post(f"/api/runs/{failed}/resume", headers=auth)  # a double click
     assert twice.status_code == 409
-    assert f"run {failed} is being resumed by run {new_run}" in twice.json()["detail"]
+    assert f"run {new_run} of this flow is running" in twice.json()["detail"]
+    retried_meanwhile = client.post(f"/api/runs/{failed}/tasks/gate/retry", headers=auth)
+    assert retried_meanwhile.status_code == 409  # it would run the gate twice at once
 
     cancelled = client.post(f"/api/runs/{new_run}/cancel", headers=auth)
     assert cancelled.status_code == 200, cancelled.text
@@ -343,6 +345,59 @@ def test_cancel_resume_and_retry_with_the_token(project: Project):
     assert {t["task_id"]: t["state"] for t in client.get(f"/api/runs/{new_run}").json()["tasks"]}[
         "long"
     ] == "CANCELLED"
+
+
+def test_two_clicks_on_retry_start_one_run(project: Project):
+    import threading
+
+    project.write_tasks([bash("slow", "sleep 1; echo once >> ran.txt; exit 3")])
+    assert_exit(project.mflow("run"), 1)
+    (project.root / "ran.txt").unlink()
+    client = client_for(project, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = []
+
+    def click() -> None:
+        answers.append(client.post("/api/runs/1/tasks/slow/retry", headers=auth))
+
+    clicks = [threading.Thread(target=click) for _ in range(2)]
+    for thread in clicks:
+        thread.start()
+    for thread in clicks:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert "of this flow is running" in refused.json()["detail"]
+    started = next(a for a in answers if a.status_code == 200).json()["run_id"]
+    wait_for(lambda: client.get(f"/api/runs/{started}").json()["state"] == "FAILED")
+    assert (project.root / "ran.txt").read_text() == "once\n"
+
+
+def test_a_second_cancel_keeps_the_tasks_grace(project: Project):
+    project.write_config(kill_grace=10)
+    trap = "trap 'sleep 1; echo cleanup done; exit 0' TERM; touch started; sleep 30 & wait"
+    project.write_tasks([bash("graceful", trap)])
+    bg = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the task")
+    wait_for(lambda: project.db_when_ready("SELECT 1 FROM mf_runs"), what="the run")
+    client = client_for(project, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for _ in range(2):  # a double click
+        assert client.post("/api/runs/1/cancel", headers=auth).status_code == 200
+    assert_exit(bg.wait(), 143)
+    assert "cleanup done" in project.task_log(1, "graceful").read_text()
+
+
+def test_a_token_with_any_bytes_is_refused_not_a_crash(project: Project):
+    project.write_tasks([bash("a", "true")])
+    assert_exit(project.mflow("run"), 0)
+    client = client_for(project, TOKEN)
+    answer = client.post(
+        "/api/runs/1/cancel", headers={"Authorization": "Bearer café-token".encode()}
+    )
+    assert answer.status_code == 401
+    spaced = client.post("/api/runs/1/cancel", headers={"Authorization": f"Bearer  {TOKEN} "})
+    assert spaced.status_code == 409  # the token matched: the run is simply not RUNNING
 
 
 def test_datasource_passwords_never_leave_the_api(

@@ -96,7 +96,12 @@ def create_app(
                 "(or MFLOW_API_TOKEN) to allow actions",
             )
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), token):
+        # As bytes: compare_digest takes only ASCII text, and a header may carry any byte
+        # (the server hands it over decoded as Latin-1, one character a byte).
+        matches = secrets.compare_digest(
+            given.strip().encode("latin-1", "replace"), token.strip().encode("utf-8")
+        )
+        if scheme.lower() != "bearer" or not matches:
             raise HTTPException(
                 401,
                 "give the token as 'Authorization: Bearer <token>'",
