@@ -431,3 +431,98 @@ def test_the_documented_example_is_the_generated_one() -> None:
     doc = (ROOT / "docs" / "plugins.md").read_text()
     example = doc.split("## The example", 1)[1].split("```python\n", 1)[1].split("```\n", 1)[0]
     assert example == plugin_files("greet")["src/mflow_greet/tasktype.py"]
+
+
+MISBEHAVING_MODULE = '''\
+"""Task types, each with one bug."""
+
+import sys
+
+from mflow.tasktypes.base import TaskResult, TaskSpec, TaskType
+
+
+class CheckRaises(TaskType):
+    name = "check_raises"
+    spec = TaskSpec
+
+    def check(self, task, folder):
+        raise KeyError("oops")
+
+
+class ReturnsText(TaskType):
+    name = "returns_text"
+    spec = TaskSpec
+
+    async def run(self, task, ctx):
+        return "ok"
+
+
+class Exits(TaskType):
+    name = "exits"
+    spec = TaskSpec
+
+    async def run(self, task, ctx):
+        sys.exit(5)
+
+
+class CloseRaises(TaskType):
+    name = "close_raises"
+    spec = TaskSpec
+
+    async def run(self, task, ctx):
+        return TaskResult(True)
+
+    def close(self):
+        raise RuntimeError("cannot close")
+'''
+
+
+@pytest.fixture
+def misbehaving(tmp_path: Path) -> dict[str, str]:
+    site_dir = tmp_path / "bugs"
+    site_dir.mkdir()
+    (site_dir / "buggy_plugin.py").write_text(MISBEHAVING_MODULE)
+    names = ("check_raises", "returns_text", "exits", "close_raises")
+    fake_dist(
+        site_dir, "mflow-buggy", {n: f"buggy_plugin:{n.title().replace('_', '')}" for n in names}
+    )
+    return {"PYTHONPATH": str(site_dir)}
+
+
+def test_a_plugin_whose_check_raises_is_a_problem_of_that_type(
+    project: Project, misbehaving: dict[str, str]
+) -> None:
+    project.write_tasks([{"id": "c", "type": "check_raises"}])
+    result = project.mflow("validate", env=misbehaving)
+    assert_exit(result, 2)
+    assert_no_traceback(result)
+    assert "task type 'check_raises' failed to check this task (a bug in it): KeyError('oops')" in (
+        result.stderr
+    )
+
+
+def test_a_plugin_that_misbehaves_when_it_runs_fails_its_task_not_the_run(
+    project: Project, misbehaving: dict[str, str]
+) -> None:
+    project.write_tasks(
+        [
+            bash("before", "true"),
+            {"id": "text", "type": "returns_text", "depends": ["before"]},
+            {"id": "exit", "type": "exits", "depends": ["before"]},
+            {"id": "closes", "type": "close_raises"},
+        ]
+    )
+    result = project.mflow("run", env=misbehaving)
+    assert_exit(result, 1)
+    assert_no_traceback(result)
+    states = project.task_states(1)
+    assert states == {"before": "SUCCESS", "text": "FAILED", "exit": "FAILED", "closes": "SUCCESS"}
+    messages = {
+        r["task_id"]: r["message"] for r in project.db("SELECT task_id, message FROM mf_tasks")
+    }
+    assert "its run() returned str, not a TaskResult" in messages["text"]
+    assert "internal error in task type 'exits': SystemExit(5)" in messages["exit"]
+    assert "warning: task type 'close_raises' failed to close: RuntimeError('cannot close')" in (
+        result.stderr
+    )
+    assert "run 1 FAILED" in result.stdout  # the summary is there

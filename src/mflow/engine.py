@@ -282,10 +282,17 @@ class Engine:
         except asyncio.CancelledError:
             self._record_cancelled(task_id, attempt)
             return TaskResult(False, None, "run cancelled")
-        except Exception as exc:  # a bug in a task type must not take the run down
-            result = _internal_error(log_path, spec.type, exc)
+        except (Exception, SystemExit) as exc:  # a bug in a task type (a plugin calling
+            result = _internal_error(log_path, spec.type, exc)  # sys.exit, even) fails it
         finally:
             self.pids.pop(task_id, None)
+        if not isinstance(result, TaskResult):  # a plugin's bug too: the attempt must end
+            result = TaskResult(
+                False,
+                None,
+                f"internal error in task type '{spec.type}': its run() returned "
+                f"{type(result).__name__}, not a TaskResult",
+            )
         self._record_result(task_id, attempt, result)
         return result
 
@@ -523,7 +530,7 @@ def _report_failure(stopping: asyncio.Task[None]) -> None:
         )
 
 
-def _internal_error(log_path: Path, type_name: str, exc: Exception) -> TaskResult:
+def _internal_error(log_path: Path, type_name: str, exc: BaseException) -> TaskResult:
     """A bug in a task type fails that attempt (its traceback in the attempt's log)."""
     _append(log_path, "".join(traceback.format_exception(exc)))
     return TaskResult(False, None, f"internal error in task type '{type_name}': {exc!r}")

@@ -210,15 +210,25 @@ def _check_task(
             ),
         )
         return None
-    spec, found, notes = check_model(check.doc, task_type.spec, raw, ("tasks", index), task_id)
-    check.problems += found
-    check.warnings += notes
-    if spec is not None:
-        # (bash checks its one key itself: a scan of 100,000 tasks would add up)
-        found = _nul_in(raw) if task_type.name != "bash" else []
-        # the type's own checks look at files and paths: not with a NUL in them
-        for key, message in found or task_type.check(spec, check.folder):
-            check.add(index, key, task_id=task_id, key=key, message=message)
+    try:
+        spec, found, notes = check_model(check.doc, task_type.spec, raw, ("tasks", index), task_id)
+        check.problems += found
+        check.warnings += notes
+        if spec is not None:
+            # (bash checks its one key itself: a scan of 100,000 tasks would add up)
+            found = _nul_in(raw) if task_type.name != "bash" else []
+            # the type's own checks look at files and paths: not with a NUL in them
+            for key, message in found or task_type.check(spec, check.folder):
+                check.add(index, key, task_id=task_id, key=key, message=message)
+    except Exception as exc:  # noqa: BLE001 - a bug in a task type (a plugin's) is its own
+        check.add(
+            index,
+            "type",
+            task_id=task_id,
+            key="type",
+            message=f"task type '{type_name}' failed to check this task (a bug in it): {exc!r}",
+        )
+        return None
     return spec
 
 

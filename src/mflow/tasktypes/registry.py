@@ -11,6 +11,7 @@ uses their type, so `validate` stays light.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -142,8 +143,16 @@ class TaskTypes:
         return sorted(self._registered)
 
     def close(self) -> None:
+        """Every type's close(), each on its own: one that fails (a plugin's bug) is said
+        on stderr, and the others are still closed."""
         for task_type in self._by_class.values():
-            task_type.close()
+            try:
+                task_type.close()
+            except Exception as exc:  # noqa: BLE001 - any bug of a plugin's
+                print(
+                    f"warning: task type '{task_type.name}' failed to close: {exc!r}",
+                    file=sys.stderr,
+                )
 
 
 def builtin_registrations() -> list[Registration]:
