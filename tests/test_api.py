@@ -108,6 +108,8 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(recorded: Project)
         {"state": "DONE"},
         {"state": ""},
         {"since": "yesterday"},
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-14:00"},
         {"limit": 0},
         {"limit": 5000},
         {"offset": -1},

@@ -98,6 +98,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, b"ok now\n")
         elif path == "/redirect":
             self._reply(302, b"", Location="/hello")
+        elif path == "/signed":  # hands out a signed URL of its own secrets
+            self._reply(302, b"", Location="/echo?X-Amz-Signature=SIGSECRET999&token=TOKSECRET888")
+        elif path == "/zlib":  # a charset that is no text encoding
+            self._reply(200, b"plain words\n", "text/plain; charset=zlib")
         elif path == "/echo":  # a server that repeats the credentials it received
             echoed = {
                 "authorization": headers.get("authorization"),
@@ -566,3 +570,20 @@ def test_stopping_the_run_stops_the_request_at_once(project: Project, server: _S
     result = background.wait(10)  # the request hangs for ever: ending at all means stopped
     assert_exit(result, 143)
     assert project.task_states(project.last_run_id()) == {"stuck": "CANCELLED"}
+
+
+def test_secrets_a_redirect_brings_are_masked_too(project: Project, server: _Server) -> None:
+    project.write_tasks([http("r", server.url("/signed?token=ORIGSECRET777"))])
+    assert_exit(project.mflow("run"), 0)
+    log = project.task_log(1, "r").read_text()
+    assert "< Location: /echo?X-Amz-Signature=***&token=***" in log
+    for secret in ("SIGSECRET999", "TOKSECRET888", "ORIGSECRET777"):
+        assert secret not in log  # neither in the headers nor in the echoed body
+
+
+def test_a_charset_that_is_no_text_encoding_is_read_as_utf8(
+    project: Project, server: _Server
+) -> None:
+    project.write_tasks([http("z", server.url("/zlib"))])
+    assert_exit(project.mflow("run"), 0)
+    assert "plain words" in project.task_log(1, "z").read_text()

@@ -326,5 +326,8 @@ def _id(value: int) -> int:
 def _utc(value: datetime | None) -> datetime | None:
     """Naive UTC, as the store keeps times; a time without a zone is taken as UTC."""
     if value is not None and value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+14:00: before the first day there is
+            raise HTTPException(422, f"{value.isoformat()} is out of range in UTC") from None
     return value

@@ -639,11 +639,18 @@ class _Exchange:
         return TaskResult(False, None, message)
 
     async def _on_request(self, request: httpx.Request) -> None:
+        _url_secrets(str(request.url), self.secrets)  # a redirect's URL brings its own
         self.log.line(f"> {request.method} {display_url(str(request.url))}")
         for name, value in _raw_headers(request.headers):
             self.log.line(f"> {name}: {_masked_header(name, value)}")
 
     async def _on_response(self, response: httpx.Response) -> None:
+        location = response.headers.get("location")
+        if location:  # a signed URL, say: its secrets are masked in the log from here on
+            try:
+                _url_secrets(str(response.url.join(location)), self.secrets)
+            except (httpx.InvalidURL, ValueError):
+                pass  # a Location that is no URL: the redirect itself fails, and says so
         self.log.line(f"< {response.http_version} {response.status_code} {_reason(response)}")
         for name, value in _raw_headers(response.headers):
             self.log.line(f"< {name}: {_masked_header(name, value)}")
@@ -669,7 +676,10 @@ class _Exchange:
             if binary is None:
                 binary = _is_binary(response.headers.get("content-type"), chunk)
                 try:
-                    make = codecs.getincrementaldecoder(response.charset_encoding or "utf-8")
+                    charset = response.charset_encoding or "utf-8"
+                    if not codecs.lookup(charset)._is_text_encoding:  # type: ignore[attr-defined]
+                        raise LookupError(charset)  # zlib, base64, rot13: no text codecs
+                    make = codecs.getincrementaldecoder(charset)
                 except LookupError:  # a charset Python does not know
                     make = codecs.getincrementaldecoder("utf-8")
                 decoder = make(errors="replace")
