@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +287,23 @@ def test_run_events_follow_the_states_until_the_end(project: Project):
                 break
     assert seen[0]["next"] == "PENDING" and seen[-1] == {"gate": "SUCCESS", "next": "SUCCESS"}
     assert_exit(bg.wait(), 0)
+
+
+def test_run_events_end_when_the_runs_mflow_dies(project: Project):
+    project.write_tasks([bash("forever", "touch started; sleep 60")])
+    bg = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the task")
+    wait_for(lambda: project.db_when_ready("SELECT 1 FROM mf_runs"), what="the run recorded")
+    ended = None
+    with client_for(project).stream("GET", "/api/runs/1/events") as answer:
+        for event, data in _events(answer.iter_lines()):
+            if event == "run" and bg.popen.poll() is None:
+                os.kill(bg.pid, signal.SIGKILL)
+                bg.popen.wait()
+            elif event == "end":
+                ended = data
+                break
+    assert ended == {"state": "INTERRUPTED"}
 
 
 def test_actions_need_a_token_and_the_right_one(recorded: Project):

@@ -37,6 +37,7 @@ from mflow.server.reads import (
 WEB = Path(__file__).resolve().parent.parent / "web"
 FOLLOW_POLL_S = 0.25  # how often a followed log or a watched run is looked at
 WATCH_POLL_S = 0.5
+LIVENESS_EVERY = 5  # polls between looks at whether a run's mflow is alive
 # In any case, as `mflow runs --state failed` takes it
 RunStateName = Annotated[
     Literal["RUNNING", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED"],
@@ -165,8 +166,14 @@ def create_app(
     ) -> AsyncIterator[ServerSentEvent]:
         """Server-sent events: `run` with the run (as GET /api/runs/{run_id}) each time it
         changes, then `end` once it is over."""
-        last = None
+        last, polls = None, 0
         while not await request.is_disconnected():
+            polls += 1
+            if polls % LIVENESS_EVERY == 0:  # a run whose mflow died would stay RUNNING
+                gone = await asyncio.to_thread(reads.store.run_is_gone, run_id)
+                if gone and reads.store.read_only:  # marked so by the next one who may
+                    yield ServerSentEvent(data={"state": "INTERRUPTED"}, event="end")
+                    return
             # A few aggregates tell whether anything changed; the whole run (which costs
             # tens of milliseconds at thousands of tasks) is read only when something did.
             signature = await asyncio.to_thread(reads.store.run_signature, run_id)
