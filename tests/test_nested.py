@@ -181,6 +181,30 @@ def test_ctrl_c_on_the_parent_cancels_the_child_run(project: Project):
     assert [run["state"] for run in runs.values()] == ["CANCELLED", "CANCELLED"]
 
 
+def test_a_child_mflow_killed_says_so_in_the_parents_task(project: Project):
+    project.write_tasks([bash("long", "touch started; sleep 30")], name="child.json")
+    project.write_tasks([nested("child", "child.json")])
+    bg = project.start("run")
+    wait_for(lambda: (project.root / "started").exists(), what="the child's task")
+    wait_for(lambda: project.db_when_ready("SELECT pid FROM mf_runs WHERE run_id = 2"))
+    os.kill(project.db("SELECT pid FROM mf_runs WHERE run_id = 2")[0]["pid"], signal.SIGKILL)
+    assert_exit(bg.wait(), 1)
+    message = project.db("SELECT message FROM mf_tasks WHERE run_id = 1")[0]["message"]
+    assert message.startswith("nested run 2 stopped before its end: "), message
+    assert "SIGKILL" in message or "signal 9" in message, message
+
+
+def test_a_parent_resumes_past_a_child_that_was_finished_on_its_own(project: Project):
+    project.write_tasks([bash("c1", "test -e fixed")], name="child.json")
+    project.write_tasks([nested("sub", "child.json"), bash("post", "true", "sub")])
+    assert_exit(project.mflow("run"), 1)  # parent run 1, child run 2: FAILED
+    (project.root / "fixed").touch()
+    assert_exit(project.mflow("resume", "2"), 0)  # the child, resumed on its own: run 3
+    resumed = project.mflow("resume", "1")
+    assert_exit(resumed, 0)
+    assert project.task_states(project.last_run_id()) == {"sub": "SUCCESS", "post": "SUCCESS"}
+
+
 def test_sigkill_of_the_parent_leaves_no_child_task_running(project: Project):
     token = unique_token()
     project.write_tasks([bash("long", f"touch started; sleep {token}")], name="child.json")

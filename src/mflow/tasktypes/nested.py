@@ -159,6 +159,11 @@ class _ChildReport:
         if self.outcome:
             failed = f"; failed: {', '.join(self.failed)}" if self.failed else ""
             return TaskResult(False, ended.exit_code, f"nested {self.outcome}{failed}")
+        if self.run_id is not None:  # its run began, and the child died before its end
+            how = ended.message or f"exit code {ended.exit_code}"
+            return TaskResult(
+                False, ended.exit_code, f"nested run {self.run_id} stopped before its end: {how}"
+            )
         # It stopped before running anything: its last line is the error, or says how
         # many problems its files have, and the first of them says what is wrong.
         why = self.last_line.removeprefix("Error: ")
