@@ -205,6 +205,17 @@ def test_a_parent_resumes_past_a_child_that_was_finished_on_its_own(project: Pro
     assert project.task_states(project.last_run_id()) == {"sub": "SUCCESS", "post": "SUCCESS"}
 
 
+def test_nesting_deeper_than_the_limit_is_refused_by_validate(project: Project):
+    for level in range(23):
+        last = level == 22
+        task = bash("t", "true") if last else nested("n", f"f{level + 1}.json")
+        project.write_tasks([task], name=f"f{level}.json")
+    result = project.mflow("validate", "--taskfile", "f0.json")
+    assert_exit(result, 2)
+    assert "nested flows deeper than 20 levels" in result.stderr
+    assert "starts itself" not in result.stderr
+
+
 def test_sigkill_of_the_parent_leaves_no_child_task_running(project: Project):
     token = unique_token()
     project.write_tasks([bash("long", f"touch started; sleep {token}")], name="child.json")

@@ -57,9 +57,11 @@ class ParentLink:
     def check_taskfile(self, taskfile: Path) -> None:
         """Refuse a flow that (through its nested flows) starts itself."""
         path = str(taskfile.resolve())
-        if path in self.chain or len(self.chain) >= MAX_DEPTH:
-            shown = " -> ".join([*self.chain, path])
+        shown = " -> ".join([*self.chain, path])
+        if path in self.chain:
             raise UsageError(f"a nested flow that starts itself: {shown}")
+        if len(self.chain) >= MAX_DEPTH:
+            raise UsageError(f"nested flows deeper than {MAX_DEPTH} levels: {shown}")
 
     def run_columns(self) -> dict[str, Any]:
         return {

@@ -77,9 +77,11 @@ class NestedFlowType(TaskType):
         if missing:
             return missing
         above = [*nesting.current_chain, *nesting.validating]
+        chain = " -> ".join([*above, str(taskfile)])
         if str(taskfile) in above:
-            chain = " -> ".join([*above, str(taskfile)])
             return [("taskfile", f"the nested flow starts itself: {chain}")]
+        if len(above) >= nesting.MAX_DEPTH:  # what the run would refuse at that depth
+            return [("taskfile", f"nested flows deeper than {nesting.MAX_DEPTH} levels: {chain}")]
         try:  # the nested flow's own files, checked now rather than in the middle of the night
             load_inputs(config or Path("config.json"), config is not None, taskfile, datasources)
         except InvalidFilesError as exc:
