@@ -182,22 +182,40 @@ def test_a_task_with_a_timeout_that_cannot_start_fails_saying_why(project: Proje
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["same-folder", "config-elsewhere"])
+@pytest.mark.parametrize("layout", ["same-folder", "config-elsewhere", "symlink"])
 def test_hot_reload_of_concurrency_limit(project: Project, layout: str) -> None:
-    if layout == "same-folder":
-        flow_dir, config_name, args = project.root, "config.json", ()
-    else:  # relative paths to two other folders: still the same config file after a chdir
-        flow_dir = project.root / "flows"
+    if layout == "config-elsewhere":  # relative paths to two other folders: still the
+        flow_dir = project.root / "flows"  # same config file after a chdir
         config_name = "conf/config.json"
-        args = ("--config", "conf/config.json", "--taskfile", "flows/tasks.json")
+        args: tuple[str, ...] = ("--config", "conf/config.json", "--taskfile", "flows/tasks.json")
+    else:
+        flow_dir, config_name, args = project.root, "config.json", ()
     flow = Project(flow_dir)
     flow.root.mkdir(exist_ok=True)
     flow.add_concurrency_script()
-    project.write_config(name=config_name, max_process_concurrency=1, check_new_config_interval=0.2)
+    if layout == "symlink":  # config.json -> one.json, re-pointed to two.json mid-run
+        project.write_config(
+            name="one.json", max_process_concurrency=1, check_new_config_interval=0.2
+        )
+        (project.root / "config.json").unlink(missing_ok=True)
+        (project.root / "config.json").symlink_to("one.json")
+    else:
+        project.write_config(
+            name=config_name, max_process_concurrency=1, check_new_config_interval=0.2
+        )
     flow.write_tasks([bash(f"t{i}", f"bash conc.sh 0.5 t{i}") for i in range(8)])
     run = project.start("run", *args)
     wait_for(lambda: (flow.root / "conc.starts").exists(), what="the first task to start")
-    project.write_config(name=config_name, max_process_concurrency=4, check_new_config_interval=0.2)
+    if layout == "symlink":
+        project.write_config(
+            name="two.json", max_process_concurrency=4, check_new_config_interval=0.2
+        )
+        (project.root / "next.json").symlink_to("two.json")
+        (project.root / "next.json").rename(project.root / "config.json")  # as ln -sfn does
+    else:
+        project.write_config(
+            name=config_name, max_process_concurrency=4, check_new_config_interval=0.2
+        )
     assert_exit(run.wait(), 0)
     highest = flow.max_concurrency()
     assert 1 < highest <= 4, f"max concurrency seen: {highest}"

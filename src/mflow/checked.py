@@ -30,6 +30,7 @@ class Settings:
     log_directory: Path
     env: dict[str, str]  # config env, expanded; merged over the process env at run time
     warnings: tuple[Problem, ...] = ()
+    given: Path | None = None  # config.json as named (a symbolic link may be re-pointed)
 
     @property
     def max_process_concurrency(self) -> int:
@@ -68,14 +69,19 @@ class SettingsWatcher:
         self._stamp = self._read_stamp()
         self.last_error: str | None = None
 
-    def _read_stamp(self) -> tuple[int, int] | None:
-        if self.current.source is None:
+    @property
+    def watched(self) -> Path | None:
+        """The file as named: a symbolic link re-pointed to another file is a change."""
+        return self.current.given or self.current.source
+
+    def _read_stamp(self) -> tuple[int, int, int, int] | None:
+        if self.watched is None:
             return None
         try:
-            st = os.stat(self.current.source)
+            st = os.stat(self.watched)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size)
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def poll(self) -> bool:
         """Reload if the file changed. True when the settings were replaced."""
@@ -83,11 +89,11 @@ class SettingsWatcher:
         if stamp is None or stamp == self._stamp:
             return False
         self._stamp = stamp
-        assert self.current.source is not None
+        assert self.watched is not None
         from mflow.settings import load_settings  # the models load only when the file changed
 
         try:
-            self.current = load_settings(self.current.source, required=True)
+            self.current = load_settings(self.watched, required=True)
         except (InvalidFilesError, EnvironmentFault) as exc:
             # Keep the old settings; the caller reports the problems.
             problems = getattr(exc, "problems", None)

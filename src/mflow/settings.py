@@ -130,12 +130,15 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
     expanded = _expanded_paths(doc, model, _known_env(model), problems) if model else {}
     if problems or model is None:
         raise InvalidFilesError(problems, warnings)
-    path = path.resolve()  # mflow changes directory before it re-reads this file
+    given = path.absolute()  # mflow changes directory before it re-reads this file
+    path = path.resolve()
     expanded["backend"] = model.backend and sqlite_relative_to(model.backend, path.parent)
     changed = {key: value for key, value in expanded.items() if value != getattr(model, key)}
     if changed:
         model = model.model_copy(update=changed)
-    return Settings(path, model, path.parent / model.log_directory, env, tuple(warnings))
+    return Settings(
+        path, model, path.parent / model.log_directory, env, tuple(warnings), given=given
+    )
 
 
 def _known_env(model: SettingsModel) -> dict[str, str]:

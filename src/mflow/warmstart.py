@@ -41,7 +41,7 @@ DEFAULTS = {"config": "config.json", "taskfile": "tasks.json", "datasources": "o
 KEEP_FILES = 200  # cache files kept; the least recently written go first
 _VARIABLE = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ESCAPED_DOLLAR = re.compile(rb"\\(?:u0024|x24|U00000024)")  # JSON and YAML escapes of "$"
-_FORMAT = 1  # of the cache file; bump when what it holds changes
+_FORMAT = 2  # of the cache file; bump when what it holds changes
 
 
 def run(argv: list[str]) -> int | None:
@@ -233,6 +233,7 @@ def remember(paths: dict[str, str], before: str, inputs: Inputs) -> None:
         "fingerprint": before,
         "settings": {
             "source": settings.source and str(settings.source),
+            "given": settings.given and str(settings.given),
             # Not the token (a run has no use for it), nor the env expanded: secrets taken
             # from the environment stay out of the file.
             "model": settings.model.model_dump(mode="json", exclude={"api_token"}),
@@ -293,7 +294,8 @@ def _inputs(kept: dict[str, Any]) -> tuple[Inputs, list[str]]:
     for name, value in model.env.items():  # as load_settings expands them, each set
         env[name] = variables[name] = expand(value, variables)
     source = Path(s["source"]) if s["source"] else None
-    settings = Settings(source, model, Path(s["log_directory"]), env)
+    given = Path(s["given"]) if s.get("given") else None
+    settings = Settings(source, model, Path(s["log_directory"]), env, given=given)
     tasks = {}
     for fields, digest in kept["tasks"]:
         tasks[fields["id"]] = CheckedTask(**fields, digest=digest)
