@@ -509,6 +509,14 @@ def test_a_server_started_before_any_run_creates_nothing_and_waits(project: Proj
     assert_exit(project.mflow("run"), 0)
     assert client.get("/api/health").json()["status"] == "ok"
     assert [r["state"] for r in client.get("/api/runs").json()["runs"]] == ["SUCCESS"]
+    # moved away while serving: not re-created empty, and found again when it is back
+    moved = project.root / "moved.db"
+    project.db_path.rename(moved)
+    assert client.get("/api/health").json()["status"] == "no runs recorded yet"
+    assert client.get("/api/runs").json()["runs"] == []
+    assert not project.db_path.exists()
+    moved.rename(project.db_path)
+    assert [r["state"] for r in client.get("/api/runs").json()["runs"]] == ["SUCCESS"]
 
 
 @pytest.mark.parametrize("master_log", ["kept", "deleted too"])

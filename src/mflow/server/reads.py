@@ -53,6 +53,12 @@ class Reads:
 
     @property
     def store(self) -> StateStore:
+        gone = self._store is not None and self._store.sqlite_file_gone()
+        if gone:  # removed or moved away while serving: not re-created empty
+            with self._lock:
+                if self._store is not None:
+                    self._store.close()
+                    self._store = None
         if self._store is None:
             with self._lock:
                 if self._store is None:

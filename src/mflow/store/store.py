@@ -91,6 +91,11 @@ class StateStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def sqlite_file_gone(self) -> bool:
+        """A SQLite database whose file is no longer there."""
+        database = make_url(self.url).database if self.url.startswith("sqlite") else None
+        return bool(database) and database != ":memory:" and not os.path.exists(database)
+
     # -- schema ---------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         from mflow.store.migrations import ensure_schema
