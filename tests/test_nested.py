@@ -245,6 +245,17 @@ def test_validate_checks_nested_flows_and_refuses_a_flow_that_starts_itself(proj
     assert project.nothing_recorded()
 
 
+def test_a_nested_flow_may_use_the_variables_its_parent_passes_on(project: Project):
+    project.write_config(env={"BASE": "/data"})
+    project.write_config(name="child-config.json", env={"OUT": "${BASE}/out"})
+    project.write_tasks([bash("say", "echo $OUT $DAY", env={"D": "${DAY}"})], name="child.json")
+    task = nested("child", "child.json", config="child-config.json", env={"DAY": "monday"})
+    project.write_tasks([task])
+    assert_exit(project.mflow("validate"), 0)  # ${BASE}, ${DAY}: the parent passes them on
+    project.run_ok()
+    assert project.task_log(2, "say").read_text() == "/data/out monday\n"
+
+
 def test_a_nested_flow_uses_its_own_config_but_records_in_the_parents_database(
     project: Project,
 ):

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mflow.documents import load_document
-from mflow.envvars import expand, unset_names
+from mflow.envvars import environment, expand, unset_names
 from mflow.errors import InvalidFilesError, Problem
 from mflow.modelcheck import check_model, key_in_any_case
 
@@ -123,7 +123,7 @@ def load_datasources(path: Path, *, required: bool) -> Datasources:
     by_name: dict[str, Datasource] = {}
     unusable: dict[str, Problem] = {}
     secrets: list[str] = []
-    variables = dict(os.environ)
+    variables = environment()
     for index, raw in enumerate(data[key]):
         where = (key, index)
         if not isinstance(raw, dict):

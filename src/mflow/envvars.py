@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 RUN_ID_VARIABLE = "MFLOW_RUN_ID"  # the run's id, set for every task
 
@@ -20,3 +22,25 @@ def expand(value: str, variables: Mapping[str, str]) -> str:
 
 def unset_names(value: str, variables: Mapping[str, str]) -> list[str]:
     return [m.group(1) for m in _VAR.finditer(value) if m.group(1) not in variables]
+
+
+# What a nested flow will inherit from its parent (config env, the task's env) on top of
+# the environment: its files are checked with it (inherited() sets it meanwhile).
+_inherited: list[Mapping[str, str]] = []
+
+
+def environment() -> dict[str, str]:
+    """The variables a file's ${VAR}s see: the environment, and a parent flow's."""
+    merged = dict(os.environ)
+    for layer in _inherited:
+        merged.update(layer)
+    return merged
+
+
+@contextlib.contextmanager
+def inherited(variables: Mapping[str, str]) -> Iterator[None]:
+    _inherited.append(variables)
+    try:
+        yield
+    finally:
+        _inherited.pop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from mflow.datasources import (
     url_problem,
     with_driver,
 )
-from mflow.envvars import RUN_ID_VARIABLE
+from mflow.envvars import RUN_ID_VARIABLE, environment
 from mflow.errors import InvalidFilesError, Problem
 from mflow.flow import load_flow
 from mflow.modelcheck import env_of, suggest
@@ -68,7 +67,7 @@ def load_inputs(
             problems += exc.problems
     types = TaskTypes(TypeSetup(settings, sources or BROKEN_DATASOURCES, backend))
     variables = (
-        {**RUN_VARIABLES, **os.environ, **settings.env}
+        {**RUN_VARIABLES, **environment(), **settings.env}
         if settings is not None
         else _variables_of_a_broken_config(config)
     )
@@ -135,7 +134,7 @@ def _variables_of_a_broken_config(config: Path) -> dict[str, str] | None:
         return None
     if names is None:  # an env block with problems of its own
         return None
-    return {**RUN_VARIABLES, **os.environ, **dict.fromkeys(names, "")}
+    return {**RUN_VARIABLES, **environment(), **dict.fromkeys(names, "")}
 
 
 def load_backend(config: Path | None, datasources: Path | None) -> tuple[Settings, Backend]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mflow.checked import Settings, SettingsWatcher  # re-exported
 from mflow.datasources import sqlite_relative_to
 from mflow.documents import Document, load_document
-from mflow.envvars import expand, unset_names
+from mflow.envvars import environment, expand, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.modelcheck import EnvBlock, check_model, env_of
 from mflow.tasktypes.base import MAX_SECONDS, empty_dict
@@ -110,7 +110,7 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
         )
     model, problems, warnings = check_model(doc, SettingsModel, doc.data, ())
     env = {}
-    variables = dict(os.environ)
+    variables = environment()
     # Without a model, its env alone: every problem of the file is listed at once
     entries = (model.env if model is not None else env_of(doc.data) or {}) if tasks_env else {}
     for name, value in entries.items():
@@ -144,7 +144,7 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
 def _known_env(model: SettingsModel) -> dict[str, str]:
     """This file's env as far as it can be expanded (a path may use it; the commands that
     only read state do not check the rest)."""
-    known, variables = {}, dict(os.environ)
+    known, variables = {}, environment()
     for name, value in model.env.items():
         if not unset_names(value, variables):
             known[name] = variables[name] = expand(value, variables)
@@ -159,7 +159,7 @@ def _expanded_paths(
     (spark_submit is expanded with the task's environment when a spark task runs; `~` in
     a SQLite URL by sqlite_relative_to.)"""
     value = model.log_directory
-    variables = {**os.environ, **env}
+    variables = {**environment(), **env}
     missing = unset_names(value, variables)
     if missing:
         problems.append(

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mflow import nesting
+from mflow.envvars import environment, expand, inherited, unset_names
 from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
 
 # The child's first line of output names its run ("run 12: 3 tasks from ...").
@@ -83,7 +84,10 @@ class NestedFlowType(TaskType):
         if len(above) >= nesting.MAX_DEPTH:  # what the run would refuse at that depth
             return [("taskfile", f"nested flows deeper than {nesting.MAX_DEPTH} levels: {chain}")]
         try:  # the nested flow's own files, checked now rather than in the middle of the night
-            load_inputs(config or Path("config.json"), config is not None, taskfile, datasources)
+            with inherited(self._passed_on(task)):
+                load_inputs(
+                    config or Path("config.json"), config is not None, taskfile, datasources
+                )
         except InvalidFilesError as exc:
             shown = exc.problems[:MAX_REPORTED_PROBLEMS]
             more = len(exc.problems) - len(shown)
@@ -92,6 +96,17 @@ class NestedFlowType(TaskType):
                 found.append(("taskfile", f"in the nested flow: {more} more problems"))
             return found
         return []
+
+    def _passed_on(self, task: NestedFlowSpec) -> dict[str, str]:
+        """What the child mflow will find in its environment besides this one's: the
+        parent's config env and the task's own env (as far as they can be expanded)."""
+        settings = self.setup.settings
+        variables = {**environment(), **(settings.env if settings else {})}
+        passed = dict(settings.env) if settings else {}
+        for name, value in task.env.items():
+            if not unset_names(value, variables):
+                passed[name] = variables[name] = expand(value, variables)
+        return passed
 
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
         from mflow.tasktypes.process import run_process
