@@ -86,8 +86,13 @@ def claim_log_directory(folder: Path, backend: Backend) -> None:
     from mflow.store.store import safe_url
 
     dsn = backend.connect_args.get("dsn")
-    sqlite = backend.sqlite_path
-    owner = str(sqlite.absolute()) if sqlite else safe_url(backend.url) + (f" {dsn}" if dsn else "")
+    sqlite = backend.sqlite_path and backend.sqlite_path.absolute()
+    if sqlite and sqlite.parent == folder.absolute():
+        owner = sqlite.name  # its own mflow.db: still its own when the folder is moved
+    elif sqlite:
+        owner = str(sqlite)
+    else:
+        owner = safe_url(backend.url) + (f" {dsn}" if dsn else "")
     marker = folder / LOG_OWNER_FILE
     try:
         recorded = marker.read_text(encoding="utf-8").strip()
