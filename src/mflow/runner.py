@@ -20,6 +20,7 @@ from mflow.checked import Flow, Inputs, SettingsWatcher
 from mflow.engine import Engine, RunOutcome
 from mflow.envvars import RUN_ID_VARIABLE
 from mflow.errors import EnvironmentFault, InternalError, UsageError
+from mflow.launch import stop_if_interrupted
 from mflow.listener import Listeners
 from mflow.loading import flow_out_of_collection
 from mflow.logs import MasterLog
@@ -182,6 +183,7 @@ def execute(
     parent: ParentLink | None = None,
     live: bool | None = None,
 ) -> RunResult:
+    stop_if_interrupted()
     flow = inputs.flow
     _require_text_paths(flow.path, inputs.settings.source, inputs.settings.log_directory)
     _require_recordable_paths(flow.path, inputs.settings.source, inputs.settings.log_directory)
