@@ -38,58 +38,43 @@ def _path_option(name: str, help_text: str) -> Callable[[Any], Any]:
     return click.option(name, type=click.Path(path_type=Path), default=None, help=help_text)
 
 
-def file_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config / --taskfile / --datasources: the original's flags."""
-    for option in reversed(
-        (
-            _path_option("--config", "Global settings file. [default: ./config.json, optional]"),
-            _path_option(
-                "--taskfile", "The flow: a JSON (or .yaml) task file. [default: ./tasks.json]"
-            ),
-            _path_option(
-                "--datasources",
-                "Database connections file (needed by oracle/sql tasks "
-                "and a datasource backend). [default: ./oracle.json]",
-            ),
-        )
-    ):
-        func = option(func)
-    return func
+def _options(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator applying `options` in the order given (as --help lists them)."""
+
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
 
 
-def resume_file_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The file options of `resume`: the resumed run's own files by default."""
-    for option in reversed(
-        (
-            _path_option("--config", "Global settings file. [default: the run's own]"),
-            _path_option("--taskfile", "The flow's task file. [default: the run's own]"),
-            _path_option(
-                "--datasources",
-                "Database connections file (needed by oracle/sql tasks "
-                "and a datasource backend). [default: ./oracle.json]",
-            ),
-        )
-    ):
-        func = option(func)
-    return func
+_DATASOURCES_OPTION = _path_option(
+    "--datasources",
+    "Database connections file (needed by oracle/sql tasks and a datasource backend). "
+    "[default: ./oracle.json]",
+)
 
-
-def state_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --datasources: together they say where the state database is."""
-    for option in reversed(
-        (
-            _path_option(
-                "--config", "Global settings file (its backend / log_directory hold the state)."
-            ),
-            _path_option(
-                "--datasources",
-                "Datasources file, if the backend is one of its "
-                "connections. [default: ./oracle.json]",
-            ),
-        )
-    ):
-        func = option(func)
-    return func
+# --config / --taskfile / --datasources: the original's flags
+file_options = _options(
+    _path_option("--config", "Global settings file. [default: ./config.json, optional]"),
+    _path_option("--taskfile", "The flow: a JSON (or .yaml) task file. [default: ./tasks.json]"),
+    _DATASOURCES_OPTION,
+)
+# The file options of `resume`: the resumed run's own files by default
+resume_file_options = _options(
+    _path_option("--config", "Global settings file. [default: the run's own]"),
+    _path_option("--taskfile", "The flow's task file. [default: the run's own]"),
+    _DATASOURCES_OPTION,
+)
+# --config and --datasources: together they say where the state database is
+state_options = _options(
+    _path_option("--config", "Global settings file (its backend / log_directory hold the state)."),
+    _path_option(
+        "--datasources",
+        "Datasources file, if the backend is one of its connections. [default: ./oracle.json]",
+    ),
+)
 
 
 def _config(config: Path | None) -> tuple[Path, bool]:

@@ -136,7 +136,7 @@ def _parse_json(text: str, display: str) -> Any:
 
     data = json.loads(text, object_pairs_hook=unique)
     if duplicated:
-        found: list[tuple[int, str]] = []
+        found: list[tuple[int, str, Path_]] = []
         try:
             _walk_json(text, _WS.match(text, 0).end(), (), {}, found)  # type: ignore[union-attr]
         except (ValueError, IndexError, RecursionError):
@@ -144,7 +144,7 @@ def _parse_json(text: str, display: str) -> Any:
         line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
         problems = []
         # Where the walk could not go (NaN before it, say), the key is named without a place
-        for offset, key in found or [(-1, key) for key in dict.fromkeys(duplicated)]:
+        for offset, key, where in found or [(-1, key, ()) for key in dict.fromkeys(duplicated)]:
             if offset < 0:
                 problems.append(
                     Problem(display, key=key, message="given twice in one object; keep one")
@@ -156,12 +156,25 @@ def _parse_json(text: str, display: str) -> Any:
                     display,
                     line,
                     offset - line_starts[line - 1] + 1,
+                    _task_at(data, where),
                     key=key,
                     message="given twice in the same object; keep one (only the last would count)",
                 )
             )
         raise InvalidFilesError(problems)
     return data
+
+
+def _task_at(data: Any, where: Path_) -> str | None:
+    """The id of the task that is the object at `where`, if it is one (["tasks"][i])."""
+    if len(where) != 2 or str(where[0]).lower() != "tasks":
+        return None
+    try:
+        task = data[where[0]][where[1]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    task_id = task.get("id") if isinstance(task, dict) else None
+    return task_id if isinstance(task_id, str) else None
 
 
 def _parse_yaml(text: str, display: str) -> Any:
@@ -197,10 +210,11 @@ def _walk_json(
     pos: int,
     path: Path_,
     out: dict[Path_, int],
-    duplicates: list[tuple[int, str]] | None = None,
+    duplicates: list[tuple[int, str, Path_]] | None = None,
 ) -> int:
     """Record the offset of the value at `pos` under `path`; return the offset after it.
-    `duplicates`: also collect (offset, key) of each key given twice in one object."""
+    `duplicates`: also collect (offset, key, the object's path) of each key given twice
+    in one object."""
     out[path] = pos
     char = text[pos]
     if char == '"':
@@ -215,7 +229,7 @@ def _walk_json(
                 key_at = pos
                 key, pos = scanstring(text, pos + 1)
                 if duplicates is not None and key in seen:
-                    duplicates.append((key_at, key))
+                    duplicates.append((key_at, key, path))
                 seen.add(key)
                 pos = _WS.match(text, pos).end() + 1  # type: ignore[union-attr]  # skip ':'
                 pos = _WS.match(text, pos).end()  # type: ignore[union-attr]

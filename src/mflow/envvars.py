@@ -24,6 +24,22 @@ def unset_names(value: str, variables: Mapping[str, str]) -> list[str]:
     return [m.group(1) for m in _VAR.finditer(value) if m.group(1) not in variables]
 
 
+def expand_in_order(
+    entries: Mapping[str, str], variables: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """An `env` block expanded entry by entry, each seeing `variables` and the entries
+    above it -> (the entries expanded, {entry: the first unset variable it names})."""
+    known = dict(variables)
+    expanded, unset = {}, {}
+    for name, value in entries.items():
+        missing = unset_names(value, known)
+        if missing:
+            unset[name] = missing[0]
+        else:
+            expanded[name] = known[name] = expand(value, known)
+    return expanded, unset
+
+
 # What a nested flow will inherit from its parent (config env, the task's env) on top of
 # the environment: its files are checked with it (inherited() sets it meanwhile).
 _inherited: list[Mapping[str, str]] = []

@@ -215,8 +215,7 @@ def _check_task(
         check.problems += found
         check.warnings += notes
         if spec is not None:
-            # (bash checks its one key itself: a scan of 100,000 tasks would add up)
-            found = _nul_in(raw) if task_type.name != "bash" else []
+            found = [] if task_type.checks_nul_itself else _nul_in(raw)
             # the type's own checks look at files and paths: not with a NUL in them
             for key, message in found or task_type.check(spec, check.folder):
                 check.add(index, key, task_id=task_id, key=key, message=message)
@@ -308,30 +307,24 @@ def _check_env(check: _Checker, tasks: dict[str, TaskSpec], variables: Mapping[s
 def _check_log_names(check: _Checker, tasks: dict[str, TaskSpec]) -> None:
     """Two ids that differ only in characters a file name cannot hold would share a log file."""
     by_name: dict[str, str] = {}
+    clashes: list[tuple[str, str]] = []  # (task, the log it would share)
     for task_id in tasks:
         name = log_name_part(task_id)
         if name in by_name:
-            check.add(
-                check.first_index[task_id],
-                "id",
-                task_id=task_id,
-                key="id",
-                message=(
-                    f"its log file name would be the same as task '{by_name[name]}'s; "
-                    "rename one (use letters, digits, _ . - only)"
-                ),
+            clashes.append(
+                (task_id, f"task '{by_name[name]}'s; rename one (use letters, digits, _ . - only)")
             )
         by_name[name] = task_id
     for task_id in tasks:  # "a.attempt2" would also be the log of task a's second attempt
         retried = _RETRY_LOG.fullmatch(log_name_part(task_id))
         if retried and retried[1] in by_name:
-            check.add(
-                check.first_index[task_id],
-                "id",
-                task_id=task_id,
-                key="id",
-                message=(
-                    f"its log file name would be the same as that of attempt {retried[2]} of "
-                    f"task '{by_name[retried[1]]}'; rename it"
-                ),
-            )
+            other = by_name[retried[1]]
+            clashes.append((task_id, f"that of attempt {retried[2]} of task '{other}'; rename it"))
+    for task_id, shared in clashes:
+        check.add(
+            check.first_index[task_id],
+            "id",
+            task_id=task_id,
+            key="id",
+            message=f"its log file name would be the same as {shared}",
+        )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mflow.checked import Settings, SettingsWatcher  # re-exported
 from mflow.datasources import sqlite_relative_to
 from mflow.documents import Document, load_document
-from mflow.envvars import environment, expand, unset_names
+from mflow.envvars import environment, expand, expand_in_order, unset_names
 from mflow.errors import EnvironmentFault, InvalidFilesError, Problem
 from mflow.modelcheck import EnvBlock, check_model, env_of
 from mflow.tasktypes.base import MAX_SECONDS, empty_dict
@@ -109,25 +109,20 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
             [doc.problem(message="config file must hold a JSON object { ... }")]
         )
     model, problems, warnings = check_model(doc, SettingsModel, doc.data, ())
-    env = {}
-    variables = environment()
     # Without a model, its env alone: every problem of the file is listed at once
-    entries = (model.env if model is not None else env_of(doc.data) or {}) if tasks_env else {}
-    for name, value in entries.items():
-        missing = unset_names(value, variables)
-        if missing:
-            problems.append(
-                doc.problem(
-                    "env",
-                    name,
-                    key=f"env.{name}",
-                    message=f"${{{missing[0]}}} is set neither in the environment nor above "
-                    "it in this env",
-                )
+    entries = model.env if model is not None else env_of(doc.data) or {}
+    env, unset = expand_in_order(entries, environment())
+    for name, missing in unset.items() if tasks_env else ():  # (not the readers' business)
+        problems.append(
+            doc.problem(
+                "env",
+                name,
+                key=f"env.{name}",
+                message=f"${{{missing}}} is set neither in the environment nor above it in "
+                "this env",
             )
-            continue
-        env[name] = variables[name] = expand(value, variables)
-    expanded = _expanded_paths(doc, model, _known_env(model), problems) if model else {}
+        )
+    expanded = _expanded_paths(doc, model, env, problems) if model else {}
     if problems or model is None:
         raise InvalidFilesError(problems, warnings)
     given = path.absolute()  # mflow changes directory before it re-reads this file
@@ -137,18 +132,13 @@ def load_settings(path: Path, *, required: bool, tasks_env: bool = True) -> Sett
     if changed:
         model = model.model_copy(update=changed)
     return Settings(
-        path, model, path.parent / model.log_directory, env, tuple(warnings), given=given
+        path,
+        model,
+        path.parent / model.log_directory,
+        env if tasks_env else {},
+        tuple(warnings),
+        given=given,
     )
-
-
-def _known_env(model: SettingsModel) -> dict[str, str]:
-    """This file's env as far as it can be expanded (a path may use it; the commands that
-    only read state do not check the rest)."""
-    known, variables = {}, environment()
-    for name, value in model.env.items():
-        if not unset_names(value, variables):
-            known[name] = variables[name] = expand(value, variables)
-    return known
 
 
 def _expanded_paths(

@@ -284,15 +284,13 @@ class CheckedTask(SimpleNamespace):
 
 def _inputs(kept: dict[str, Any]) -> tuple[Inputs, list[str]]:
     from mflow.checked import Flow, Inputs, Settings
-    from mflow.envvars import expand
+    from mflow.envvars import expand_in_order
     from mflow.graph import Graph
     from mflow.statedb import Backend
 
     s = kept["settings"]
     model = SimpleNamespace(**s["model"])
-    env, variables = {}, dict(os.environ)
-    for name, value in model.env.items():  # as load_settings expands them, each set
-        env[name] = variables[name] = expand(value, variables)
+    env, _ = expand_in_order(model.env, os.environ)  # as load_settings did: each one set
     source = Path(s["source"]) if s["source"] else None
     given = Path(s["given"]) if s.get("given") else None
     settings = Settings(source, model, Path(s["log_directory"]), env, given=given)

@@ -69,6 +69,7 @@ class StateStore:
         self.url = url
         self.read_only = read_only
         self.display = display or safe_url(url)
+        self._sqlite_file = _sqlite_file(url)
         try:
             self.engine = _make_engine(url, read_only, connect_args or {})
             if not read_only:
@@ -80,12 +81,8 @@ class StateStore:
                 "'mflow[mysql]'; Oracle's comes with mflow)"
             ) from None
         except (SQLAlchemyError, OSError) as exc:
-            database = make_url(url).database if url.startswith("sqlite") else None
-            why = (
-                "it is a folder, not a database file"
-                if database and Path(database).is_dir()
-                else _reason(exc)
-            )
+            folder = self._sqlite_file is not None and Path(self._sqlite_file).is_dir()
+            why = "it is a folder, not a database file" if folder else _reason(exc)
             raise EnvironmentFault(f"cannot use the state database {self.display}: {why}") from None
 
     def close(self) -> None:
@@ -93,8 +90,7 @@ class StateStore:
 
     def sqlite_file_gone(self) -> bool:
         """A SQLite database whose file is no longer there."""
-        database = make_url(self.url).database if self.url.startswith("sqlite") else None
-        return bool(database) and database != ":memory:" and not os.path.exists(database)
+        return self._sqlite_file is not None and not os.path.exists(self._sqlite_file)
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
@@ -524,6 +520,17 @@ def _alive(
     if host == HOST:
         return same_process(pid, started_at)
     return heartbeat_at is not None and (now - heartbeat_at).total_seconds() < stale_after_s
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None: another database, or one in memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
+    return database if database and database != ":memory:" else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ class BashType(TaskType):
 
     name = "bash"
     spec = BashSpec
+    checks_nul_itself = True  # its one key, below (and env, by the model)
 
     def check(self, task: TaskSpec, folder: Path) -> list[tuple[str, str]]:
         # Here rather than as a pydantic validator: a Python validator costs microseconds

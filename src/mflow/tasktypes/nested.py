@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mflow import nesting
-from mflow.envvars import environment, expand, inherited, unset_names
+from mflow.envvars import environment, expand_in_order, inherited
 from mflow.tasktypes.base import TaskContext, TaskResult, TaskSpec, TaskType
 
 # The child's first line of output names its run ("run 12: 3 tasks from ...").
@@ -100,13 +100,9 @@ class NestedFlowType(TaskType):
     def _passed_on(self, task: NestedFlowSpec) -> dict[str, str]:
         """What the child mflow will find in its environment besides this one's: the
         parent's config env and the task's own env (as far as they can be expanded)."""
-        settings = self.setup.settings
-        variables = {**environment(), **(settings.env if settings else {})}
-        passed = dict(settings.env) if settings else {}
-        for name, value in task.env.items():
-            if not unset_names(value, variables):
-                passed[name] = variables[name] = expand(value, variables)
-        return passed
+        parents = self.setup.settings.env if self.setup.settings else {}
+        own, _ = expand_in_order(task.env, {**environment(), **parents})
+        return {**parents, **own}
 
     async def run(self, task: TaskSpec, ctx: TaskContext) -> TaskResult:
         from mflow.tasktypes.process import run_process
